@@ -1,0 +1,82 @@
+//! The HTTP server: configuration, state, routes and the error envelope.
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod pagination;
+pub mod router;
+pub mod routes;
+pub mod runtime_settings;
+pub mod state;
+pub mod users;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use secrecy::ExposeSecret;
+use store::{MigratorTrait, entities::users as user_entity};
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::{rate_limit::LoginLimiter, tokens::TokenKeys},
+    clock::Clock,
+    config::{Secrets, Settings},
+    crypto::Cipher,
+    state::AppState,
+};
+
+/// Connects, migrates, creates the bootstrap admin if configured, and assembles the state.
+pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    let secrets = Secrets::load_or_generate(&settings)?;
+    let db = store::connect(&settings.database_url()).await.context("connecting to the database")?;
+    store::Migrator::up(&db, None).await.context("applying migrations")?;
+    let auth = &settings.auth;
+    let state = AppState {
+        db,
+        tokens: TokenKeys::new(&secrets.jwt_secret, auth.access_token_ttl_secs, auth.refresh_token_ttl_secs),
+        login_limiter: Arc::new(LoginLimiter::new(
+            auth.login_attempts_per_ip,
+            auth.login_failures_per_email,
+            auth.login_window_secs,
+        )),
+        cipher: Cipher::new(&secrets.encryption_key),
+        clock,
+        settings: Arc::new(settings),
+    };
+    bootstrap_admin(&state).await?;
+    Ok(state)
+}
+
+/// Creates the admin named in the configuration when the database has no admin yet.
+async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (&state.settings.auth.bootstrap_admin_email, &state.settings.auth.bootstrap_admin_password)
+    else {
+        return Ok(());
+    };
+    let admins = user_entity::Entity::find()
+        .filter(user_entity::Column::Role.eq(auth::tokens::ROLE_ADMIN))
+        .count(&state.db)
+        .await?;
+    if admins > 0 {
+        return Ok(());
+    }
+    let new = users::NewUser::parse(email, password.expose_secret(), None, Some(auth::tokens::ROLE_ADMIN))
+        .map_err(|e| anyhow::anyhow!("bootstrap admin: {e:?}"))?;
+    let user = users::create(&state.db, new, state.clock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    tracing::info!(email = %user.email, "created the bootstrap admin");
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = router::router(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,40 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+use std::sync::OnceLock;
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::routes::{admin, auth};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "LLM Workbench API", description = "Providers, playground, comparison and LoRA training. Errors: `{\"error\": {\"code\", \"message\", \"fields\"?}}`."),
+    paths(
+        auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password,
+        admin::list_users, admin::create_user, admin::get_user, admin::update_user, admin::reset_password,
+        admin::get_settings, admin::update_settings,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "auth", description = "Login and tokens"), (name = "admin", description = "User management and settings"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// Rendered once: the document only changes with the code.
+pub fn document_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("OpenAPI document serialises"))
+}

@@ -1,0 +1,4 @@
+//! Handlers, one module per resource.
+pub mod admin;
+pub mod auth;
+pub mod ops;

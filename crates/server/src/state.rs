@@ -1,0 +1,16 @@
+//! The state every handler shares.
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub tokens: TokenKeys,
+    pub clock: Arc<dyn Clock>,
+    pub login_limiter: Arc<LoginLimiter>,
+    pub cipher: Cipher,
+}

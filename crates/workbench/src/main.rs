@@ -1,0 +1,152 @@
+//! `workbench`: the platform's one binary.
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use server::{clock::SystemClock, config::Settings};
+use store::MigratorTrait;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "workbench", version, about = "LLM Workbench: providers, playground and LoRA training in one binary")]
+struct Cli {
+    /// Data directory: SQLite file, generated secrets, uploads, models, training outputs.
+    #[arg(long, global = true, env = "WORKBENCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML); default ./workbench.toml when present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, then serve the API and the web UI.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// User accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Roll back the last migration (or `--steps N`).
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user (the first admin, typically).
+    Create(CreateUser),
+}
+
+#[derive(Args)]
+struct CreateUser {
+    #[arg(long)]
+    email: String,
+    #[arg(long, env = "WORKBENCH_USER_PASSWORD")]
+    password: String,
+    #[arg(long)]
+    nickname: Option<String>,
+    #[arg(long)]
+    admin: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("WORKBENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let mut settings = Settings::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    match cli.command {
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                settings.server.bind = bind;
+            }
+            serve(settings).await
+        }
+        Command::Migrate { action } => migrate(settings, action).await,
+        Command::User { action: UserAction::Create(args) } => create_user(settings, args).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let bind = settings.server.bind;
+    let state = server::build_state(settings, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    tracing::info!("LLM Workbench listening on http://{}", listener.local_addr()?);
+    server::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}
+
+async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()> {
+    settings.ensure_data_dir()?;
+    let db = store::connect(&settings.database_url()).await?;
+    match action {
+        MigrateAction::Up => store::Migrator::up(&db, None).await?,
+        MigrateAction::Down { steps } => store::Migrator::down(&db, Some(steps)).await?,
+        MigrateAction::Status => {
+            for migration in store::Migrator::get_migration_with_status(&db).await? {
+                println!("{}\t{}", migration.status(), migration.name());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create_user(settings: Settings, args: CreateUser) -> anyhow::Result<()> {
+    let state = server::build_state(settings, Arc::new(SystemClock)).await?;
+    let role = if args.admin { "admin" } else { "user" };
+    let new = server::users::NewUser::parse(&args.email, &args.password, args.nickname.as_deref(), Some(role))
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    let user = server::users::create(&state.db, new, state.clock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    println!("created {} user {} (id {})", user.role, user.email, user.id);
+    Ok(())
+}
+
+fn describe(err: &server::error::ApiError) -> String {
+    match err {
+        server::error::ApiError::Validation(fields) => {
+            fields.iter().map(|(f, why)| format!("{f}: {why}")).collect::<Vec<_>>().join("; ")
+        }
+        other => other.to_string(),
+    }
+}
