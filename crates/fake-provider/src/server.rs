@@ -247,7 +247,7 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
         return status_response(wire, *code, message);
     }
     let wants_usage = wire != Wire::OpenAi || body["stream_options"]["include_usage"] == json!(true);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(FRAME_BUFFER);
     let frames = Frames { tx, encoder: Encoder::new(wire, &model), wants_usage };
     tokio::spawn(frames.play(scenario));
     let content_type = match wire {
@@ -263,6 +263,8 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
 }
 
 type Frame = Result<Bytes, io::Error>;
+
+const FRAME_BUFFER: usize = 64;
 
 /// Writes one scenario's frames; a failed send means the client went away.
 struct Frames {
@@ -300,6 +302,10 @@ impl Frames {
             }
             Scenario::Cut { chunks } => {
                 self.text_pieces(&default, chunks).await?;
+                // Hyper discards unflushed bytes when a body fails; once it has drained the
+                // channel it has polled again, found nothing, and flushed what came before.
+                drop(self.tx.reserve_many(FRAME_BUFFER).await.map_err(|_| ClientGone)?);
+                tokio::task::yield_now().await;
                 let cut = io::Error::new(io::ErrorKind::ConnectionReset, "fake provider cut the stream");
                 self.tx.send(Err(cut)).await.map_err(|_| ClientGone)
             }
