@@ -45,6 +45,8 @@ pub enum Scenario {
     Status { code: u16, message: String },
     /// One piece of text, then a frame that is not the wire format.
     Garbage,
+    /// A complete non-streaming JSON answer, as from a server that ignores `stream: true`.
+    NotAStream,
     /// `tokens` one-token chunks, as fast as the connection takes them.
     Bench { tokens: usize },
     /// A token every `interval` until the client goes away: for cancellation tests.
@@ -60,7 +62,7 @@ impl Default for Scenario {
 impl Scenario {
     /// Model names that pick a scenario, so one running fake serves every mode at once:
     /// `normal`, `think`, `reasoning`, `truncated`, `slow` / `slow-<ms>`, `stall`, `cut`,
-    /// `garbage`, `status-<code>`, `bench-<tokens>`, `endless`. A `fake-` prefix is allowed.
+    /// `garbage`, `plain`, `status-<code>`, `bench-<tokens>`, `endless`. A `fake-` prefix is allowed.
     pub fn from_model(model: &str) -> Option<Scenario> {
         let name = model.strip_prefix("fake-").unwrap_or(model);
         let (head, arg) = match name.split_once('-') {
@@ -85,6 +87,7 @@ impl Scenario {
             "stall" => Scenario::Stall { chunks: 2 },
             "cut" => Scenario::Cut { chunks: 2 },
             "garbage" => Scenario::Garbage,
+            "plain" => Scenario::NotAStream,
             "status" => {
                 let code = u16::try_from(number(500)?).ok()?;
                 Scenario::Status { code, message: default_status_message(code).to_owned() }

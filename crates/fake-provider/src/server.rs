@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::scenario::{Reply, Scenario};
-use crate::wire::{Encoder, Wire, error_body};
+use crate::wire::{Encoder, Wire, complete_body, error_body};
 use crate::FakeProviderError;
 
 /// A model in the fake's model lists.
@@ -243,8 +243,13 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let scenario = Scenario::from_model(&model)
         .unwrap_or_else(|| shared.scenario.lock().unwrap().clone());
-    if let Scenario::Status { code, message } = &scenario {
-        return status_response(wire, *code, message);
+    match &scenario {
+        Scenario::Status { code, message } => return status_response(wire, *code, message),
+        Scenario::NotAStream => {
+            let body = complete_body(wire, &model, &Reply::default().content);
+            return axum::Json(body).into_response();
+        }
+        _ => {}
     }
     let wants_usage = wire != Wire::OpenAi || body["stream_options"]["include_usage"] == json!(true);
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
@@ -337,7 +342,7 @@ impl Frames {
                     tokio::time::sleep(interval).await;
                 }
             }
-            Scenario::Status { .. } => Ok(()),
+            Scenario::Status { .. } | Scenario::NotAStream => Ok(()),
         }
     }
 

@@ -217,3 +217,27 @@ pub(crate) fn error_body(wire: Wire, status: u16, message: &str) -> Value {
         Wire::Ollama => json!({"error": message}),
     }
 }
+
+/// The provider's non-streaming answer.
+pub(crate) fn complete_body(wire: Wire, model: &str, text: &str) -> Value {
+    match wire {
+        Wire::OpenAi => json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_767_225_600,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+        }),
+        Wire::Anthropic => json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 7},
+        }),
+        Wire::Ollama => json!({
+            "model": model, "created_at": CREATED_AT,
+            "message": {"role": "assistant", "content": text},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 7,
+        }),
+    }
+}

@@ -1,6 +1,6 @@
 //! Turns a provider's HTTP response into [`StreamEvent`]s: applies the timeouts, runs the
 //! provider's frame decoder, splits inline `<think>` blocks, and guarantees exactly one terminal
-//! event. Everything lives inside the returned stream (no spawned task), so dropping the stream
+//! event, with at most one `Usage` (the provider's last report) right before `Finish`. Everything lives inside the returned stream (no spawned task), so dropping the stream
 //! drops the response body and with it the upstream connection.
 
 use std::collections::VecDeque;
@@ -45,6 +45,8 @@ struct Driver {
     first_byte_deadline: Instant,
     got_first_byte: bool,
     finished: bool,
+    /// Some servers repeat usage on every chunk; only the final numbers are reported.
+    usage: Option<Usage>,
 }
 
 pub(crate) fn drive(
@@ -61,6 +63,7 @@ pub(crate) fn drive(
         first_byte_deadline: Instant::now() + timeouts.first_byte,
         got_first_byte: false,
         finished: false,
+        usage: None,
     };
     stream::unfold(driver, |mut driver| async move {
         loop {
@@ -149,9 +152,12 @@ impl Driver {
                     let split = self.splitter.push(&text);
                     self.push_text(split.reasoning, split.answer);
                 }
-                Delta::Usage(usage) => self.queue.push_back(StreamEvent::Usage(usage)),
+                Delta::Usage(usage) => self.usage = Some(usage),
                 Delta::Finish(reason) => {
                     self.flush_splitter();
+                    if let Some(usage) = self.usage.take() {
+                        self.queue.push_back(StreamEvent::Usage(usage));
+                    }
                     tracing::debug!(finish = reason.as_str(), "provider stream finished");
                     self.queue.push_back(StreamEvent::Finish(reason));
                     self.finished = true;

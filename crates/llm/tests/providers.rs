@@ -152,6 +152,19 @@ async fn garbage_frame_is_a_protocol_error_after_the_valid_part() {
 }
 
 #[tokio::test]
+async fn non_streaming_answer_is_a_protocol_error_except_for_ollama() {
+    let fake = FakeProvider::start().await;
+    for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic] {
+        let outcome = collect(provider(&fake, kind, timeouts(5000, 5000)).stream_chat(request("plain"))).await;
+        assert!(matches!(outcome.error(), LlmError::Protocol(_)), "{kind}: {:?}", outcome.end);
+    }
+    // A non-streamed Ollama answer is one NDJSON line: still a valid stream.
+    let outcome = collect(provider(&fake, ProviderKind::Ollama, timeouts(5000, 5000)).stream_chat(request("plain"))).await;
+    assert_eq!(outcome.content, DEFAULT_TEXT);
+    assert_eq!(outcome.end, StreamEvent::Finish(FinishReason::Stop));
+}
+
+#[tokio::test]
 async fn bench_mode_delivers_every_token() {
     let fake = FakeProvider::start().await;
     for kind in KINDS {

@@ -145,6 +145,7 @@ struct AnthropicDecoder {
     usage: Option<Usage>,
     stop_reason: Option<String>,
     done: bool,
+    seen_event: bool,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +231,7 @@ impl AnthropicDecoder {
         if self.done {
             return Ok(());
         }
+        self.seen_event = true;
         let event: Event = serde_json::from_str(&event.data)
             .map_err(|e| LlmError::Protocol(format!("invalid event JSON: {e}")))?;
         match event {
@@ -274,6 +276,9 @@ impl Decoder for AnthropicDecoder {
     fn end(&mut self, out: &mut Vec<Delta>) -> Result<(), LlmError> {
         if let Some(event) = self.sse.finish()? {
             self.event(event, out)?;
+        }
+        if !self.seen_event {
+            return Err(LlmError::Protocol("the response is not an event stream".into()));
         }
         if !self.done && self.stop_reason.is_some() {
             self.complete(out);

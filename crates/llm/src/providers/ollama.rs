@@ -127,6 +127,7 @@ impl ChatProvider for Ollama {
 struct OllamaDecoder {
     lines: LineSplitter,
     done: bool,
+    seen_line: bool,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +159,7 @@ impl OllamaDecoder {
         if self.done {
             return Ok(());
         }
+        self.seen_line = true;
         let line: Line = serde_json::from_str(line)
             .map_err(|e| LlmError::Protocol(format!("invalid NDJSON line: {e}")))?;
         if let Some(error) = line.error {
@@ -198,6 +200,9 @@ impl Decoder for OllamaDecoder {
     fn end(&mut self, out: &mut Vec<Delta>) -> Result<(), LlmError> {
         if let Some(line) = self.lines.finish()? {
             self.line(&line, out)?;
+        }
+        if !self.seen_line {
+            return Err(LlmError::Protocol("the response is empty".into()));
         }
         Ok(())
     }

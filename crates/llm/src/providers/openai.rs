@@ -108,6 +108,7 @@ struct OpenAiDecoder {
     sse: SseParser,
     finish: Option<FinishReason>,
     done: bool,
+    seen_event: bool,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +160,7 @@ impl OpenAiDecoder {
         if self.done {
             return Ok(());
         }
+        self.seen_event = true;
         if event.data.trim() == "[DONE]" {
             out.push(Delta::Finish(self.finish.take().unwrap_or(FinishReason::Stop)));
             self.done = true;
@@ -208,6 +210,9 @@ impl Decoder for OpenAiDecoder {
     fn end(&mut self, out: &mut Vec<Delta>) -> Result<(), LlmError> {
         if let Some(event) = self.sse.finish()? {
             self.event(event, out)?;
+        }
+        if !self.seen_event {
+            return Err(LlmError::Protocol("the response is not an event stream".into()));
         }
         if !self.done {
             if let Some(reason) = self.finish.take() {
