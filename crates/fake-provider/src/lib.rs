@@ -16,5 +16,8 @@ pub use wire::Wire;
 #[derive(Debug, thiserror::Error)]
 pub enum FakeProviderError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }

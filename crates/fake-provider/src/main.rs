@@ -25,7 +25,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("fake provider listening on {} (OpenAI base {})", fake.base_url(), fake.openai_base_url());
+    println!(
+        "fake provider listening on {} (OpenAI base {})",
+        fake.base_url(),
+        fake.openai_base_url()
+    );
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -28,7 +28,10 @@ impl Default for Reply {
 
 impl Reply {
     pub fn text(content: impl Into<String>) -> Self {
-        Reply { content: content.into(), ..Reply::default() }
+        Reply {
+            content: content.into(),
+            ..Reply::default()
+        }
     }
 }
 
@@ -36,21 +39,35 @@ impl Reply {
 pub enum Scenario {
     Reply(Reply),
     /// Nothing for `delay` after the request (response headers included), then the reply.
-    SlowFirstByte { delay: Duration, reply: Reply },
+    SlowFirstByte {
+        delay: Duration,
+        reply: Reply,
+    },
     /// `chunks` pieces of text, then silence with the connection held open.
-    Stall { chunks: usize },
+    Stall {
+        chunks: usize,
+    },
     /// `chunks` pieces of text, then the connection is dropped without the stream's end.
-    Cut { chunks: usize },
+    Cut {
+        chunks: usize,
+    },
     /// An HTTP error status with the provider's JSON error body (429 carries `Retry-After`).
-    Status { code: u16, message: String },
+    Status {
+        code: u16,
+        message: String,
+    },
     /// One piece of text, then a frame that is not the wire format.
     Garbage,
     /// A complete non-streaming JSON answer, as from a server that ignores `stream: true`.
     NotAStream,
     /// `tokens` one-token chunks, as fast as the connection takes them.
-    Bench { tokens: usize },
+    Bench {
+        tokens: usize,
+    },
     /// A token every `interval` until the client goes away: for cancellation tests.
-    Endless { interval: Duration },
+    Endless {
+        interval: Duration,
+    },
 }
 
 impl Default for Scenario {
@@ -79,7 +96,10 @@ impl Scenario {
                 reasoning: Some("Native reasoning, step by step.".to_owned()),
                 ..Reply::default()
             }),
-            "truncated" => Scenario::Reply(Reply { truncated: true, ..Reply::default() }),
+            "truncated" => Scenario::Reply(Reply {
+                truncated: true,
+                ..Reply::default()
+            }),
             "slow" => Scenario::SlowFirstByte {
                 delay: Duration::from_millis(number(2000)?),
                 reply: Reply::default(),
@@ -90,10 +110,17 @@ impl Scenario {
             "plain" => Scenario::NotAStream,
             "status" => {
                 let code = u16::try_from(number(500)?).ok()?;
-                Scenario::Status { code, message: default_status_message(code).to_owned() }
+                Scenario::Status {
+                    code,
+                    message: default_status_message(code).to_owned(),
+                }
             }
-            "bench" => Scenario::Bench { tokens: usize::try_from(number(1000)?).ok()? },
-            "endless" => Scenario::Endless { interval: Duration::from_millis(number(5)?) },
+            "bench" => Scenario::Bench {
+                tokens: usize::try_from(number(1000)?).ok()?,
+            },
+            "endless" => Scenario::Endless {
+                interval: Duration::from_millis(number(5)?),
+            },
             _ => return None,
         })
     }

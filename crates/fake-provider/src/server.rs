@@ -12,9 +12,9 @@ use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use crate::FakeProviderError;
 use crate::scenario::{Reply, Scenario};
 use crate::wire::{Encoder, Wire, complete_body, error_body};
-use crate::FakeProviderError;
 
 /// A model in the fake's model lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,11 @@ pub struct FakeModel {
 
 impl FakeModel {
     pub fn new(id: &str, size: i64, vision: bool) -> Self {
-        FakeModel { id: id.to_owned(), size, vision }
+        FakeModel {
+            id: id.to_owned(),
+            size,
+            vision,
+        }
     }
 }
 
@@ -43,7 +47,10 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -82,7 +89,9 @@ impl FakeProvider {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| FakeProviderError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| FakeProviderError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| FakeProviderError::Bind { addr, source })?;
         let shared = Arc::new(Shared {
             scenario: Mutex::new(Scenario::default()),
             models: Mutex::new(vec![
@@ -100,7 +109,11 @@ impl FakeProvider {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeProvider { addr, shared, server })
+        Ok(FakeProvider {
+            addr,
+            shared,
+            server,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -169,10 +182,17 @@ async fn handle(
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(RecordedRequest {
         method: method.to_string(),
-        path: uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
         headers: headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: json_body.clone(),
     });
@@ -183,10 +203,16 @@ async fn handle(
         }
         (Method::POST, "/v1/messages") => chat(shared, Wire::Anthropic, &json_body),
         (Method::POST, "/api/chat") => chat(shared, Wire::Ollama, &json_body),
-        (Method::GET, "/v1/models" | "/models") if is_anthropic => models(shared, Wire::Anthropic).await,
+        (Method::GET, "/v1/models" | "/models") if is_anthropic => {
+            models(shared, Wire::Anthropic).await
+        }
         (Method::GET, "/v1/models" | "/models") => models(shared, Wire::OpenAi).await,
         (Method::GET, "/api/tags") => models(shared, Wire::Ollama).await,
-        _ => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "not found"})),
+        )
+            .into_response(),
     }
 }
 
@@ -194,7 +220,9 @@ fn status_response(wire: Wire, code: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(error_body(wire, code, message))).into_response();
     if code == 429 {
-        response.headers_mut().insert(header::RETRY_AFTER, "1".parse().unwrap());
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "1".parse().unwrap());
     }
     response
 }
@@ -241,8 +269,8 @@ async fn models(shared: Arc<Shared>, wire: Wire) -> Response {
 
 fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
-    let scenario = Scenario::from_model(&model)
-        .unwrap_or_else(|| shared.scenario.lock().unwrap().clone());
+    let scenario =
+        Scenario::from_model(&model).unwrap_or_else(|| shared.scenario.lock().unwrap().clone());
     match &scenario {
         Scenario::Status { code, message } => return status_response(wire, *code, message),
         Scenario::NotAStream => {
@@ -251,15 +279,24 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
         }
         _ => {}
     }
-    let wants_usage = wire != Wire::OpenAi || body["stream_options"]["include_usage"] == json!(true);
+    let wants_usage =
+        wire != Wire::OpenAi || body["stream_options"]["include_usage"] == json!(true);
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-    let frames = Frames { tx, encoder: Encoder::new(wire, &model), wants_usage };
+    let frames = Frames {
+        tx,
+        encoder: Encoder::new(wire, &model),
+        wants_usage,
+    };
     tokio::spawn(frames.play(scenario));
     let content_type = match wire {
         Wire::Ollama => "application/x-ndjson",
         _ => "text/event-stream",
     };
-    let body = Body::from_stream(TrackedBody { rx, shared, ended: false });
+    let body = Body::from_stream(TrackedBody {
+        rx,
+        shared,
+        ended: false,
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
@@ -283,7 +320,10 @@ struct ClientGone;
 impl Frames {
     async fn send(&self, frames: Vec<String>) -> Result<(), ClientGone> {
         for frame in frames {
-            self.tx.send(Ok(Bytes::from(frame))).await.map_err(|_| ClientGone)?;
+            self.tx
+                .send(Ok(Bytes::from(frame)))
+                .await
+                .map_err(|_| ClientGone)?;
         }
         Ok(())
     }
@@ -309,9 +349,17 @@ impl Frames {
                 self.text_pieces(&default, chunks).await?;
                 // Hyper discards unflushed bytes when a body fails; once it has drained the
                 // channel it has polled again, found nothing, and flushed what came before.
-                drop(self.tx.reserve_many(FRAME_BUFFER).await.map_err(|_| ClientGone)?);
+                drop(
+                    self.tx
+                        .reserve_many(FRAME_BUFFER)
+                        .await
+                        .map_err(|_| ClientGone)?,
+                );
                 tokio::task::yield_now().await;
-                let cut = io::Error::new(io::ErrorKind::ConnectionReset, "fake provider cut the stream");
+                let cut = io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "fake provider cut the stream",
+                );
                 self.tx.send(Err(cut)).await.map_err(|_| ClientGone)
             }
             Scenario::Garbage => {
@@ -363,7 +411,9 @@ impl Frames {
             let frames = self.encoder.content(&piece);
             self.send(frames).await?;
         }
-        let end = self.encoder.finish(reply.truncated, self.usage(reply.usage));
+        let end = self
+            .encoder
+            .finish(reply.truncated, self.usage(reply.usage));
         self.send(end).await
     }
 
@@ -371,7 +421,10 @@ impl Frames {
     async fn text_pieces(&mut self, reply: &Reply, count: usize) -> Result<(), ClientGone> {
         let prelude = self.encoder.prelude(reply.usage.0);
         self.send(prelude).await?;
-        for piece in pieces(&reply.content, reply.chunk_chars).into_iter().take(count) {
+        for piece in pieces(&reply.content, reply.chunk_chars)
+            .into_iter()
+            .take(count)
+        {
             let frames = self.encoder.content(&piece);
             self.send(frames).await?;
         }
@@ -381,7 +434,10 @@ impl Frames {
 
 fn pieces(text: &str, size: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
-    chars.chunks(size.max(1)).map(|c| c.iter().collect()).collect()
+    chars
+        .chunks(size.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
 }
 
 /// The response body. Hyper drops it when the client disconnects; dropping it before its end is
@@ -397,11 +453,11 @@ impl Stream for TrackedBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &polled {
-            if !self.ended {
-                self.ended = true;
-                self.shared.completed.send_modify(|n| *n += 1);
-            }
+        if let Poll::Ready(None | Some(Err(_))) = &polled
+            && !self.ended
+        {
+            self.ended = true;
+            self.shared.completed.send_modify(|n| *n += 1);
         }
         polled
     }
@@ -414,4 +470,3 @@ impl Drop for TrackedBody {
         }
     }
 }
-

@@ -41,7 +41,12 @@ const CREATED_AT: &str = "2026-01-01T00:00:00.000000Z";
 
 impl Encoder {
     pub(crate) fn new(wire: Wire, model: &str) -> Self {
-        Encoder { wire, model: model.to_owned(), open_block: None, next_index: 0 }
+        Encoder {
+            wire,
+            model: model.to_owned(),
+            open_block: None,
+            next_index: 0,
+        }
     }
 
     fn openai_chunk(&self, delta: Value, finish: Value) -> String {
@@ -57,7 +62,9 @@ impl Encoder {
     /// What opens the response before any text.
     pub(crate) fn prelude(&self, prompt_tokens: u32) -> Vec<String> {
         match self.wire {
-            Wire::OpenAi => vec![self.openai_chunk(json!({"role": "assistant", "content": ""}), Value::Null)],
+            Wire::OpenAi => {
+                vec![self.openai_chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
+            }
             Wire::Anthropic => vec![
                 anthropic_event(json!({
                     "type": "message_start",
@@ -97,7 +104,9 @@ impl Encoder {
                     "delta": {"type": "signature_delta", "signature": "ZmFrZQ=="},
                 })));
             }
-            frames.push(anthropic_event(json!({"type": "content_block_stop", "index": self.next_index})));
+            frames.push(anthropic_event(
+                json!({"type": "content_block_stop", "index": self.next_index}),
+            ));
             self.next_index += 1;
         }
     }
@@ -105,7 +114,9 @@ impl Encoder {
     /// Reasoning in the provider's native field.
     pub(crate) fn reasoning(&mut self, text: &str) -> Vec<String> {
         match self.wire {
-            Wire::OpenAi => vec![self.openai_chunk(json!({"reasoning_content": text}), Value::Null)],
+            Wire::OpenAi => {
+                vec![self.openai_chunk(json!({"reasoning_content": text}), Value::Null)]
+            }
             Wire::Anthropic => {
                 let mut frames = Vec::new();
                 self.switch_block(Block::Thinking, &mut frames);

@@ -43,7 +43,11 @@ impl HttpClient {
             .user_agent(concat!("llm-workbench/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| LlmError::Connect(format!("cannot build HTTP client: {e}")))?;
-        Ok(HttpClient { inner, policy, timeouts })
+        Ok(HttpClient {
+            inner,
+            policy,
+            timeouts,
+        })
     }
 
     pub fn policy(&self) -> UrlPolicy {

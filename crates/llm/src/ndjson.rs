@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn lines_across_chunks_with_crlf_and_blanks() {
         let mut splitter = LineSplitter::new();
-        assert_eq!(splitter.feed(b"{\"a\":1}\r\n\n{\"b\"").unwrap(), vec!["{\"a\":1}"]);
+        assert_eq!(
+            splitter.feed(b"{\"a\":1}\r\n\n{\"b\"").unwrap(),
+            vec!["{\"a\":1}"]
+        );
         assert_eq!(splitter.feed(b":2}").unwrap(), Vec::<String>::new());
         assert_eq!(splitter.finish().unwrap().as_deref(), Some("{\"b\":2}"));
     }

@@ -58,8 +58,9 @@ impl UrlPolicy {
             }
             // Every address must pass: the connection may use any of them.
             for addr in addrs {
-                self.check_ip(addr.ip())
-                    .map_err(|reason| LlmError::UrlRefused(format!("{domain} resolves to {reason}")))?;
+                self.check_ip(addr.ip()).map_err(|reason| {
+                    LlmError::UrlRefused(format!("{domain} resolves to {reason}"))
+                })?;
             }
         }
         Ok(())
@@ -90,9 +91,9 @@ impl UrlPolicy {
         match classify(ip) {
             AddressClass::Public => Ok(()),
             AddressClass::Private(_) if self.allow_private => Ok(()),
-            AddressClass::Private(what) => {
-                Err(format!("{ip}, a {what} address (private addresses are not allowed)"))
-            }
+            AddressClass::Private(what) => Err(format!(
+                "{ip}, a {what} address (private addresses are not allowed)"
+            )),
             AddressClass::Forbidden(what) => Err(format!("{ip}, a {what} address")),
         }
     }
@@ -163,7 +164,9 @@ pub(crate) struct PolicyResolver {
 
 impl fmt::Debug for PolicyResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PolicyResolver").field("policy", &self.policy).finish()
+        f.debug_struct("PolicyResolver")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
@@ -172,7 +175,8 @@ impl Resolve for PolicyResolver {
         let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut reasons = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -186,7 +190,10 @@ impl Resolve for PolicyResolver {
                 .collect();
             if allowed.is_empty() && !reasons.is_empty() {
                 tracing::warn!(%host, "outbound connection refused by URL policy");
-                return Err(Box::new(AddressRefused { host, reason: reasons.join("; ") })
+                return Err(Box::new(AddressRefused {
+                    host,
+                    reason: reasons.join("; "),
+                })
                     as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
@@ -224,9 +231,24 @@ mod tests {
 
     #[test]
     fn private_ranges_depend_on_the_setting() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "::1", "fd12::1", "::ffff:127.0.0.1"] {
-            assert!(refused(UrlPolicy::new(false), ip), "{ip} refused by default");
-            assert!(!refused(UrlPolicy::new(true), ip), "{ip} allowed when private is allowed");
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                refused(UrlPolicy::new(false), ip),
+                "{ip} refused by default"
+            );
+            assert!(
+                !refused(UrlPolicy::new(true), ip),
+                "{ip} allowed when private is allowed"
+            );
         }
     }
 

@@ -38,7 +38,10 @@ impl SseParser {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut pos = 0;
-        while let Some(offset) = self.buf[pos..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(offset) = self.buf[pos..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+        {
             let end = pos + offset;
             let line = self.buf[pos..end].to_vec();
             let mut next = end + 1;
@@ -120,8 +123,14 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                SseEvent { event: Some("delta".into()), data: "a\nb".into() },
-                SseEvent { event: None, data: "c".into() },
+                SseEvent {
+                    event: Some("delta".into()),
+                    data: "a\nb".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "c".into()
+                },
             ]
         );
     }
@@ -144,6 +153,9 @@ mod tests {
     #[test]
     fn invalid_utf8_is_a_protocol_error() {
         let mut parser = SseParser::new();
-        assert!(matches!(parser.feed(b"data: \xff\xfe\n"), Err(LlmError::Protocol(_))));
+        assert!(matches!(
+            parser.feed(b"data: \xff\xfe\n"),
+            Err(LlmError::Protocol(_))
+        ));
     }
 }

@@ -98,7 +98,10 @@ impl Driver {
                     Err(_) => self.fail(LlmError::Timeout(TimeoutPhase::FirstByte)),
                     Ok(Err(error)) => self.fail(error),
                     Ok(Ok(response)) => {
-                        let body = response.bytes_stream().map_err(|e| body_error(e.without_url())).boxed();
+                        let body = response
+                            .bytes_stream()
+                            .map_err(|e| body_error(e.without_url()))
+                            .boxed();
                         self.phase = Phase::Streaming(body);
                     }
                 }

@@ -40,7 +40,10 @@ impl Default for ThinkSplitter {
 
 impl ThinkSplitter {
     pub fn new() -> Self {
-        ThinkSplitter { state: State::Start, pending: String::new() }
+        ThinkSplitter {
+            state: State::Start,
+            pending: String::new(),
+        }
     }
 
     pub fn push(&mut self, chunk: &str) -> Split {
@@ -138,7 +141,10 @@ mod tests {
 
     #[test]
     fn leading_block_is_reasoning() {
-        assert_eq!(run(&["<think>plan</think>\n\nHello"]), ("plan".into(), "Hello".into()));
+        assert_eq!(
+            run(&["<think>plan</think>\n\nHello"]),
+            ("plan".into(), "Hello".into())
+        );
     }
 
     #[test]
@@ -164,7 +170,10 @@ mod tests {
 
     #[test]
     fn unclosed_block_is_all_reasoning() {
-        assert_eq!(run(&["<think>still going </th"]), ("still going </th".into(), String::new()));
+        assert_eq!(
+            run(&["<think>still going </th"]),
+            ("still going </th".into(), String::new())
+        );
     }
 
     #[test]
@@ -179,6 +188,9 @@ mod tests {
 
     #[test]
     fn multibyte_text_around_tags() {
-        assert_eq!(run(&["<think>日本", "語</thi", "nk>é"]), ("日本語".into(), "é".into()));
+        assert_eq!(
+            run(&["<think>日本", "語</thi", "nk>é"]),
+            ("日本語".into(), "é".into())
+        );
     }
 }

@@ -42,7 +42,9 @@ impl FromStr for ProviderKind {
             "openai" => Ok(ProviderKind::OpenAi),
             "anthropic" => Ok(ProviderKind::Anthropic),
             "ollama" => Ok(ProviderKind::Ollama),
-            other => Err(LlmError::InvalidRequest(format!("unknown provider kind {other:?}"))),
+            other => Err(LlmError::InvalidRequest(format!(
+                "unknown provider kind {other:?}"
+            ))),
         }
     }
 }
@@ -82,7 +84,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into() }
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
     }
 }
 

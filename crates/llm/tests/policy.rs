@@ -36,21 +36,40 @@ async fn metadata_addresses_are_refused_even_when_private_is_allowed() {
 
 #[tokio::test]
 async fn loopback_depends_on_the_setting() {
-    for text in ["http://127.0.0.1:11434", "http://[::1]:8000/v1", "http://10.0.0.5/", "http://localhost:11434/"] {
-        assert!(refused(UrlPolicy::new(false), text).await, "{text} refused by default");
-        assert!(!refused(UrlPolicy::new(true), text).await, "{text} allowed for local servers");
+    for text in [
+        "http://127.0.0.1:11434",
+        "http://[::1]:8000/v1",
+        "http://10.0.0.5/",
+        "http://localhost:11434/",
+    ] {
+        assert!(
+            refused(UrlPolicy::new(false), text).await,
+            "{text} refused by default"
+        );
+        assert!(
+            !refused(UrlPolicy::new(true), text).await,
+            "{text} allowed for local servers"
+        );
     }
 }
 
 #[tokio::test]
 async fn only_http_schemes() {
-    for text in ["ftp://example.com/", "file:///etc/passwd", "gopher://127.0.0.1/"] {
+    for text in [
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1/",
+    ] {
         assert!(refused(UrlPolicy::new(true), text).await, "{text}");
     }
 }
 
 fn endpoint_at(base: &str) -> Endpoint {
-    Endpoint { kind: ProviderKind::Ollama, base_url: url(base), api_key: None }
+    Endpoint {
+        kind: ProviderKind::Ollama,
+        base_url: url(base),
+        api_key: None,
+    }
 }
 
 #[tokio::test]
@@ -59,17 +78,35 @@ async fn connecting_obeys_the_policy_for_names_and_literals() {
     let port = fake.addr().port();
     let closed = HttpClient::new(UrlPolicy::new(false), timeouts(5000, 5000)).unwrap();
     // `localhost` goes through the resolver, the literal through the pre-send check.
-    for base in [format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}")] {
+    for base in [
+        format!("http://localhost:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    ] {
         let provider = provider_for(endpoint_at(&base), &closed);
         let outcome = collect(provider.stream_chat(request("normal"))).await;
-        assert!(matches!(outcome.error(), LlmError::UrlRefused(_)), "{base}: {:?}", outcome.end);
-        assert!(matches!(provider.list_models().await, Err(LlmError::UrlRefused(_))), "{base}");
+        assert!(
+            matches!(outcome.error(), LlmError::UrlRefused(_)),
+            "{base}: {:?}",
+            outcome.end
+        );
+        assert!(
+            matches!(provider.list_models().await, Err(LlmError::UrlRefused(_))),
+            "{base}"
+        );
     }
-    assert_eq!(fake.request_count(), 0, "nothing reached the refused address");
+    assert_eq!(
+        fake.request_count(),
+        0,
+        "nothing reached the refused address"
+    );
 
     let open = HttpClient::new(UrlPolicy::new(true), timeouts(5000, 5000)).unwrap();
-    for base in [format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}")] {
-        let outcome = collect(provider_for(endpoint_at(&base), &open).stream_chat(request("normal"))).await;
+    for base in [
+        format!("http://localhost:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    ] {
+        let outcome =
+            collect(provider_for(endpoint_at(&base), &open).stream_chat(request("normal"))).await;
         assert!(!outcome.content.is_empty(), "{base}: {:?}", outcome.end);
     }
     assert_eq!(fake.request_count(), 2);
@@ -80,5 +117,9 @@ async fn metadata_literal_is_refused_before_any_connection() {
     let open = HttpClient::new(UrlPolicy::new(true), timeouts(5000, 5000)).unwrap();
     let provider = provider_for(endpoint_at("http://169.254.169.254"), &open);
     let outcome = collect(provider.stream_chat(request("normal"))).await;
-    assert!(matches!(outcome.error(), LlmError::UrlRefused(_)), "{:?}", outcome.end);
+    assert!(
+        matches!(outcome.error(), LlmError::UrlRefused(_)),
+        "{:?}",
+        outcome.end
+    );
 }

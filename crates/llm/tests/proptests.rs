@@ -16,7 +16,11 @@ fn cut_points(len: usize, raw: &[usize]) -> Vec<usize> {
 }
 
 fn split_think(text: &str, raw_cuts: &[usize]) -> (String, String) {
-    let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+    let boundaries: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
     let cuts = cut_points(boundaries.len() - 1, raw_cuts);
     let mut splitter = ThinkSplitter::new();
     let (mut reasoning, mut answer) = (String::new(), String::new());
@@ -33,7 +37,10 @@ fn split_think(text: &str, raw_cuts: &[usize]) -> (String, String) {
 fn expected_think(text: &str) -> (String, String) {
     match text.trim_start().strip_prefix("<think>") {
         Some(rest) => match rest.find("</think>") {
-            Some(end) => (rest[..end].to_owned(), rest[end + 8..].trim_start().to_owned()),
+            Some(end) => (
+                rest[..end].to_owned(),
+                rest[end + 8..].trim_start().to_owned(),
+            ),
             None => (rest.to_owned(), String::new()),
         },
         None => (String::new(), text.to_owned()),
@@ -42,8 +49,20 @@ fn expected_think(text: &str) -> (String, String) {
 
 fn think_text() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
-        Just("<think>"), Just("</think>"), Just("<"), Just("</"), Just("<thi"), Just("</thin"),
-        Just("k>"), Just(">"), Just(" "), Just("\n"), Just("a"), Just("é"), Just("日本"), Just("think"),
+        Just("<think>"),
+        Just("</think>"),
+        Just("<"),
+        Just("</"),
+        Just("<thi"),
+        Just("</thin"),
+        Just("k>"),
+        Just(">"),
+        Just(" "),
+        Just("\n"),
+        Just("a"),
+        Just("é"),
+        Just("日本"),
+        Just("think"),
     ];
     proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
 }

@@ -25,7 +25,10 @@ impl Write for CapturedLogs {
 }
 
 fn assert_no_key(text: &str, what: &str) {
-    assert!(!text.contains(API_KEY), "{what} contains the API key: {text}");
+    assert!(
+        !text.contains(API_KEY),
+        "{what} contains the API key: {text}"
+    );
 }
 
 #[tokio::test]
@@ -47,7 +50,9 @@ async fn key_is_absent_from_errors_and_logs() {
     for kind in KINDS {
         let provider = provider(&fake, kind, timeouts(5000, 5000));
         let outcome = collect(provider.stream_chat(request("custom"))).await;
-        let StreamEvent::Error(error) = outcome.end else { panic!("{kind}: expected an error") };
+        let StreamEvent::Error(error) = outcome.end else {
+            panic!("{kind}: expected an error")
+        };
         assert_eq!(
             error,
             LlmError::Upstream {
@@ -60,18 +65,31 @@ async fn key_is_absent_from_errors_and_logs() {
         errors.push(provider.ping().await.unwrap_err());
     }
     for kind in KINDS {
-        let outcome = collect(provider(&fake, kind, timeouts(5000, 5000)).stream_chat(request("garbage"))).await;
+        let outcome =
+            collect(provider(&fake, kind, timeouts(5000, 5000)).stream_chat(request("garbage")))
+                .await;
         errors.push(outcome.error().clone());
     }
     // Connection refused and URL-policy errors carry the URL's parts, never the key.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    for base in [format!("http://127.0.0.1:{port}"), "http://169.254.169.254".to_owned()] {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for base in [
+        format!("http://127.0.0.1:{port}"),
+        "http://169.254.169.254".to_owned(),
+    ] {
         let endpoint = Endpoint {
             kind: ProviderKind::OpenAi,
             base_url: base.parse().unwrap(),
             api_key: Some(SecretString::from(API_KEY)),
         };
-        let outcome = collect(provider_for(endpoint.clone(), &local_client(timeouts(5000, 5000))).stream_chat(request("x"))).await;
+        let outcome = collect(
+            provider_for(endpoint.clone(), &local_client(timeouts(5000, 5000)))
+                .stream_chat(request("x")),
+        )
+        .await;
         errors.push(outcome.error().clone());
         assert_no_key(&format!("{endpoint:?}"), "Endpoint's Debug");
     }
@@ -82,6 +100,9 @@ async fn key_is_absent_from_errors_and_logs() {
         assert_no_key(&format!("{error:?}"), "an error's Debug");
     }
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("provider returned an error status"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("provider returned an error status"),
+        "logs were captured: {logs}"
+    );
     assert_no_key(&logs, "the logs");
 }

@@ -25,7 +25,11 @@ pub(crate) struct Anthropic {
 }
 
 impl Anthropic {
-    fn builder(&self, method: reqwest::Method, url: url::Url) -> Result<reqwest::RequestBuilder, LlmError> {
+    fn builder(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+    ) -> Result<reqwest::RequestBuilder, LlmError> {
         let mut builder = self
             .upstream
             .client
@@ -40,7 +44,9 @@ impl Anthropic {
 
     fn request(&self, req: &ChatRequest) -> Result<reqwest::RequestBuilder, LlmError> {
         let url = self.upstream.url("/v1/messages", Some("/v1"))?;
-        Ok(self.builder(reqwest::Method::POST, url)?.json(&chat_body(req)))
+        Ok(self
+            .builder(reqwest::Method::POST, url)?
+            .json(&chat_body(req)))
     }
 }
 
@@ -96,7 +102,11 @@ impl ChatProvider for Anthropic {
         };
         let upstream = self.upstream.clone();
         let response = async move { upstream.send(request).await }.boxed();
-        drive(response, Box::new(AnthropicDecoder::default()), self.upstream.client.timeouts())
+        drive(
+            response,
+            Box::new(AnthropicDecoder::default()),
+            self.upstream.client.timeouts(),
+        )
     }
 
     async fn list_models(&self) -> Result<Vec<RemoteModel>, LlmError> {
@@ -122,7 +132,10 @@ impl ChatProvider for Anthropic {
             if let Some(after) = &after {
                 url.query_pairs_mut().append_pair("after_id", after);
             }
-            let page: ModelPage = self.upstream.get_json(self.builder(reqwest::Method::GET, url)?).await?;
+            let page: ModelPage = self
+                .upstream
+                .get_json(self.builder(reqwest::Method::GET, url)?)
+                .await?;
             models.extend(page.data.into_iter().map(|m| RemoteModel {
                 name: m.display_name.unwrap_or_else(|| m.id.clone()),
                 id: m.id,
@@ -151,9 +164,15 @@ struct AnthropicDecoder {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Event {
-    MessageStart { message: MessageStart },
-    ContentBlockStart { content_block: Block },
-    ContentBlockDelta { delta: Block },
+    MessageStart {
+        message: MessageStart,
+    },
+    ContentBlockStart {
+        content_block: Block,
+    },
+    ContentBlockDelta {
+        delta: Block,
+    },
     MessageDelta {
         #[serde(default)]
         delta: MessageDeltaBody,
@@ -161,7 +180,9 @@ enum Event {
         usage: Option<RawUsage>,
     },
     MessageStop,
-    Error { error: ErrorBody },
+    Error {
+        error: ErrorBody,
+    },
     #[serde(other)]
     Other,
 }
@@ -222,7 +243,10 @@ impl AnthropicDecoder {
         if let Some(usage) = self.usage.take() {
             out.push(Delta::Usage(usage));
         }
-        let reason = self.stop_reason.take().map(|r| FinishReason::from_provider(&r));
+        let reason = self
+            .stop_reason
+            .take()
+            .map(|r| FinishReason::from_provider(&r));
         out.push(Delta::Finish(reason.unwrap_or(FinishReason::Stop)));
         self.done = true;
     }
@@ -240,15 +264,16 @@ impl AnthropicDecoder {
                     self.merge_usage(usage);
                 }
             }
-            Event::ContentBlockStart { content_block: block } | Event::ContentBlockDelta { delta: block } => {
-                match block {
-                    Block::Text { text } if !text.is_empty() => out.push(Delta::Content(text)),
-                    Block::Thinking { thinking } if !thinking.is_empty() => {
-                        out.push(Delta::Reasoning(thinking))
-                    }
-                    _ => {}
-                }
+            Event::ContentBlockStart {
+                content_block: block,
             }
+            | Event::ContentBlockDelta { delta: block } => match block {
+                Block::Text { text } if !text.is_empty() => out.push(Delta::Content(text)),
+                Block::Thinking { thinking } if !thinking.is_empty() => {
+                    out.push(Delta::Reasoning(thinking))
+                }
+                _ => {}
+            },
             Event::MessageDelta { delta, usage } => {
                 if delta.stop_reason.is_some() {
                     self.stop_reason = delta.stop_reason;
@@ -278,7 +303,9 @@ impl Decoder for AnthropicDecoder {
             self.event(event, out)?;
         }
         if !self.seen_event {
-            return Err(LlmError::Protocol("the response is not an event stream".into()));
+            return Err(LlmError::Protocol(
+                "the response is not an event stream".into(),
+            ));
         }
         if !self.done && self.stop_reason.is_some() {
             self.complete(out);

@@ -79,14 +79,21 @@ impl Upstream {
     }
 
     fn key(&self) -> Option<&str> {
-        self.api_key.as_ref().map(|k| k.expose_secret()).filter(|k| !k.is_empty())
+        self.api_key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .filter(|k| !k.is_empty())
     }
 
     /// A header value carrying the key, marked sensitive so no layer below prints it.
     fn secret_header(&self, prefix: &str) -> Result<Option<HeaderValue>, LlmError> {
-        let Some(key) = self.key() else { return Ok(None) };
+        let Some(key) = self.key() else {
+            return Ok(None);
+        };
         let mut value = HeaderValue::from_str(&format!("{prefix}{key}")).map_err(|_| {
-            LlmError::InvalidRequest("the API key contains characters not allowed in a header".into())
+            LlmError::InvalidRequest(
+                "the API key contains characters not allowed in a header".into(),
+            )
         })?;
         value.set_sensitive(true);
         Ok(Some(value))
@@ -117,7 +124,10 @@ impl Upstream {
         }
         let message = self.redact(upstream_message(status, &body));
         tracing::warn!(status = status.as_u16(), %message, "provider returned an error status");
-        Err(LlmError::Upstream { status: status.as_u16(), message })
+        Err(LlmError::Upstream {
+            status: status.as_u16(),
+            message,
+        })
     }
 
     /// A non-streaming JSON call (model lists), bounded by the first-byte and idle timeouts.
@@ -141,14 +151,17 @@ impl Upstream {
 /// The provider's own error text: `{"error":{"message":…}}` (OpenAI, Anthropic), `{"error":"…"}`
 /// (Ollama), `{"message":…}` or `{"detail":…}` (assorted servers), else the start of the body.
 fn upstream_message(status: reqwest::StatusCode, body: &[u8]) -> String {
-    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|json| {
-        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-        match json.get("error") {
-            Some(serde_json::Value::String(message)) => Some(message.clone()),
-            Some(error) => text(error.get("message")),
-            None => text(json.get("message")).or_else(|| text(json.get("detail"))),
-        }
-    });
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| {
+            let text =
+                |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+            match json.get("error") {
+                Some(serde_json::Value::String(message)) => Some(message.clone()),
+                Some(error) => text(error.get("message")),
+                None => text(json.get("message")).or_else(|| text(json.get("detail"))),
+            }
+        });
     let message = from_json.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         text.trim().chars().take(300).collect()
@@ -168,15 +181,27 @@ mod tests {
     #[test]
     fn error_text_from_each_provider_shape() {
         let cases: [(&str, &str); 5] = [
-            (r#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#, "bad key"),
-            (r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#, "slow down"),
+            (
+                r#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#,
+                "bad key",
+            ),
+            (
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+                "slow down",
+            ),
             (r#"{"error":"model 'x' not found"}"#, "model 'x' not found"),
             (r#"{"detail":"nope"}"#, "nope"),
             ("plain text failure", "plain text failure"),
         ];
         for (body, expected) in cases {
-            assert_eq!(upstream_message(StatusCode::BAD_REQUEST, body.as_bytes()), expected);
+            assert_eq!(
+                upstream_message(StatusCode::BAD_REQUEST, body.as_bytes()),
+                expected
+            );
         }
-        assert_eq!(upstream_message(StatusCode::BAD_GATEWAY, b""), "Bad Gateway");
+        assert_eq!(
+            upstream_message(StatusCode::BAD_GATEWAY, b""),
+            "Bad Gateway"
+        );
     }
 }

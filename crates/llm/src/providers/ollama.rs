@@ -42,7 +42,11 @@ fn chat_body(req: &ChatRequest) -> serde_json::Value {
 }
 
 impl Ollama {
-    fn builder(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder, LlmError> {
+    fn builder(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, LlmError> {
         let url = self.upstream.url(path, Some("/api"))?;
         let mut builder = self.upstream.client.inner.request(method, url);
         // Plain Ollama has no auth, but it is often put behind a proxy that checks a bearer key.
@@ -66,7 +70,11 @@ impl ChatProvider for Ollama {
         };
         let upstream = self.upstream.clone();
         let response = async move { upstream.send(request).await }.boxed();
-        drive(response, Box::new(OllamaDecoder::default()), self.upstream.client.timeouts())
+        drive(
+            response,
+            Box::new(OllamaDecoder::default()),
+            self.upstream.client.timeouts(),
+        )
     }
 
     async fn list_models(&self) -> Result<Vec<RemoteModel>, LlmError> {
@@ -94,7 +102,10 @@ impl ChatProvider for Ollama {
             #[serde(default)]
             quantization_level: Option<String>,
         }
-        let tags: Tags = self.upstream.get_json(self.builder(reqwest::Method::GET, "/api/tags")?).await?;
+        let tags: Tags = self
+            .upstream
+            .get_json(self.builder(reqwest::Method::GET, "/api/tags")?)
+            .await?;
         Ok(tags
             .models
             .into_iter()

@@ -69,7 +69,11 @@ impl ChatProvider for OpenAi {
         };
         let upstream = self.upstream.clone();
         let response = async move { upstream.send(request).await }.boxed();
-        drive(response, Box::new(OpenAiDecoder::default()), self.upstream.client.timeouts())
+        drive(
+            response,
+            Box::new(OpenAiDecoder::default()),
+            self.upstream.client.timeouts(),
+        )
     }
 
     async fn list_models(&self) -> Result<Vec<RemoteModel>, LlmError> {
@@ -162,7 +166,9 @@ impl OpenAiDecoder {
         }
         self.seen_event = true;
         if event.data.trim() == "[DONE]" {
-            out.push(Delta::Finish(self.finish.take().unwrap_or(FinishReason::Stop)));
+            out.push(Delta::Finish(
+                self.finish.take().unwrap_or(FinishReason::Stop),
+            ));
             self.done = true;
             return Ok(());
         }
@@ -171,7 +177,11 @@ impl OpenAiDecoder {
         if let Some(error) = chunk.error {
             let message = match &error {
                 serde_json::Value::String(text) => text.clone(),
-                other => other.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error").to_owned(),
+                other => other
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("unknown error")
+                    .to_owned(),
             };
             return Err(LlmError::Provider(message));
         }
@@ -191,7 +201,9 @@ impl OpenAiDecoder {
             out.push(Delta::Usage(Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
-                reasoning_tokens: usage.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+                reasoning_tokens: usage
+                    .completion_tokens_details
+                    .and_then(|d| d.reasoning_tokens),
             }));
         }
         Ok(())
@@ -212,13 +224,15 @@ impl Decoder for OpenAiDecoder {
             self.event(event, out)?;
         }
         if !self.seen_event {
-            return Err(LlmError::Protocol("the response is not an event stream".into()));
+            return Err(LlmError::Protocol(
+                "the response is not an event stream".into(),
+            ));
         }
-        if !self.done {
-            if let Some(reason) = self.finish.take() {
-                out.push(Delta::Finish(reason));
-                self.done = true;
-            }
+        if !self.done
+            && let Some(reason) = self.finish.take()
+        {
+            out.push(Delta::Finish(reason));
+            self.done = true;
         }
         Ok(())
     }

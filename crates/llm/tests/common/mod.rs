@@ -11,7 +11,11 @@ use llm::{
 };
 use secrecy::SecretString;
 
-pub const KINDS: [ProviderKind; 3] = [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Ollama];
+pub const KINDS: [ProviderKind; 3] = [
+    ProviderKind::OpenAi,
+    ProviderKind::Anthropic,
+    ProviderKind::Ollama,
+];
 pub const API_KEY: &str = "sk-test-3f9c1a7be2d54e0b";
 /// Upper bound for any single test stream; the assertions are about what happens well before.
 pub const TEST_BOUND: Duration = Duration::from_secs(20);
@@ -43,7 +47,11 @@ pub fn endpoint(fake: &FakeProvider, kind: ProviderKind) -> Endpoint {
     }
 }
 
-pub fn provider(fake: &FakeProvider, kind: ProviderKind, timeouts: Timeouts) -> std::sync::Arc<dyn ChatProvider> {
+pub fn provider(
+    fake: &FakeProvider,
+    kind: ProviderKind,
+    timeouts: Timeouts,
+) -> std::sync::Arc<dyn ChatProvider> {
     provider_for(endpoint(fake, kind), &local_client(timeouts))
 }
 
@@ -86,7 +94,10 @@ pub async fn collect(mut stream: BoxStream<'static, StreamEvent>) -> Outcome {
     .expect("stream must end");
     let terminal: Vec<_> = events.iter().filter(|e| e.is_terminal()).collect();
     assert_eq!(terminal.len(), 1, "exactly one terminal event: {events:?}");
-    assert!(events.last().unwrap().is_terminal(), "terminal event last: {events:?}");
+    assert!(
+        events.last().unwrap().is_terminal(),
+        "terminal event last: {events:?}"
+    );
     let mut outcome = Outcome {
         reasoning: String::new(),
         content: String::new(),
