@@ -282,8 +282,11 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
     let wants_usage =
         wire != Wire::OpenAi || body["stream_options"]["include_usage"] == json!(true);
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+    let (drained, drained_rx) = watch::channel(0);
     let frames = Frames {
         tx,
+        sent: 0,
+        drained: drained_rx,
         encoder: Encoder::new(wire, &model),
         wants_usage,
     };
@@ -296,6 +299,8 @@ fn chat(shared: Arc<Shared>, wire: Wire, body: &Value) -> Response {
         rx,
         shared,
         ended: false,
+        received: 0,
+        drained,
     });
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
@@ -311,6 +316,9 @@ const FRAME_BUFFER: usize = 64;
 /// Writes one scenario's frames; a failed send means the client went away.
 struct Frames {
     tx: mpsc::Sender<Frame>,
+    sent: usize,
+    /// How many frames hyper had taken when it last found the channel empty.
+    drained: watch::Receiver<usize>,
     encoder: Encoder,
     wants_usage: bool,
 }
@@ -318,12 +326,13 @@ struct Frames {
 struct ClientGone;
 
 impl Frames {
-    async fn send(&self, frames: Vec<String>) -> Result<(), ClientGone> {
+    async fn send(&mut self, frames: Vec<String>) -> Result<(), ClientGone> {
         for frame in frames {
             self.tx
                 .send(Ok(Bytes::from(frame)))
                 .await
                 .map_err(|_| ClientGone)?;
+            self.sent += 1;
         }
         Ok(())
     }
@@ -347,15 +356,13 @@ impl Frames {
             }
             Scenario::Cut { chunks } => {
                 self.text_pieces(&default, chunks).await?;
-                // Hyper discards unflushed bytes when a body fails; once it has drained the
-                // channel it has polled again, found nothing, and flushed what came before.
-                drop(
-                    self.tx
-                        .reserve_many(FRAME_BUFFER)
-                        .await
-                        .map_err(|_| ClientGone)?,
-                );
-                tokio::task::yield_now().await;
+                // Hyper discards unflushed bytes when a body fails. Once it has taken every
+                // frame and then found the channel empty, it flushes before polling again.
+                let sent = self.sent;
+                self.drained
+                    .wait_for(|&drained| drained >= sent)
+                    .await
+                    .map_err(|_| ClientGone)?;
                 let cut = io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     "fake provider cut the stream",
@@ -446,6 +453,8 @@ struct TrackedBody {
     rx: mpsc::Receiver<Frame>,
     shared: Arc<Shared>,
     ended: bool,
+    received: usize,
+    drained: watch::Sender<usize>,
 }
 
 impl Stream for TrackedBody {
@@ -453,6 +462,18 @@ impl Stream for TrackedBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let polled = self.rx.poll_recv(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.received += 1,
+            Poll::Pending => {
+                let received = self.received;
+                self.drained.send_if_modified(|drained| {
+                    let changed = *drained != received;
+                    *drained = received;
+                    changed
+                });
+            }
+            _ => {}
+        }
         if let Poll::Ready(None | Some(Err(_))) = &polled
             && !self.ended
         {

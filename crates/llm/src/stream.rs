@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::{FinishReason, LlmError, StreamEvent, ThinkSplitter, TimeoutPhase, Timeouts, Usage};
 
 /// What a provider's wire format says, before `<think>` splitting.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Delta {
     Reasoning(String),
     Content(String),
@@ -201,4 +201,12 @@ fn body_error(error: reqwest::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+pub(crate) fn decode_all(decoder: &mut dyn Decoder, wire: &str) -> Result<Vec<Delta>, LlmError> {
+    let mut out = Vec::new();
+    decoder.feed(wire.as_bytes(), &mut out)?;
+    decoder.end(&mut out)?;
+    Ok(out)
 }

@@ -313,3 +313,35 @@ impl Decoder for AnthropicDecoder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::decode_all;
+
+    #[test]
+    fn overloaded_error_event_is_a_provider_error() {
+        let wire = concat!(
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",",
+            "\"message\":\"Overloaded\"}}\n\n",
+        );
+        assert_eq!(
+            decode_all(&mut AnthropicDecoder::default(), wire),
+            Err(LlmError::Provider("Overloaded".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_events_and_blocks_are_ignored() {
+        let wire = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,",
+            "\"content_block\":{\"type\":\"redacted_thinking\",\"data\":\"x\"}}\n\n",
+            "event: future_event\ndata: {\"type\":\"future_event\"}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"stop_sequence\"}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let deltas = decode_all(&mut AnthropicDecoder::default(), wire).unwrap();
+        assert_eq!(deltas, [Delta::Finish(FinishReason::Stop)]);
+    }
+}

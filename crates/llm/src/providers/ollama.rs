@@ -218,3 +218,43 @@ impl Decoder for OllamaDecoder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::decode_all;
+
+    #[test]
+    fn error_line_is_a_provider_error() {
+        let wire = "{\"error\":\"model requires more system memory\"}\n";
+        assert_eq!(
+            decode_all(&mut OllamaDecoder::default(), wire),
+            Err(LlmError::Provider(
+                "model requires more system memory".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn thinking_field_content_and_final_counts() {
+        let wire = concat!(
+            "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"hm\"},\"done\":false}\n",
+            "{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"},\"done\":false}\n",
+            "{\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":2,\"eval_count\":5}",
+        );
+        let deltas = decode_all(&mut OllamaDecoder::default(), wire).unwrap();
+        assert_eq!(
+            deltas,
+            [
+                Delta::Reasoning("hm".into()),
+                Delta::Content("ok".into()),
+                Delta::Usage(Usage {
+                    prompt_tokens: 2,
+                    completion_tokens: 5,
+                    reasoning_tokens: None
+                }),
+                Delta::Finish(FinishReason::Length),
+            ]
+        );
+    }
+}

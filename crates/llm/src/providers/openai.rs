@@ -237,3 +237,43 @@ impl Decoder for OpenAiDecoder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::decode_all;
+
+    #[test]
+    fn reasoning_tokens_and_deepseek_reasoning_field() {
+        let wire = concat!(
+            "data: {\"choices\":[{\"delta\":{\"reasoning\":\"r\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":9,",
+            "\"completion_tokens_details\":{\"reasoning_tokens\":4}}}\n\n",
+        );
+        let deltas = decode_all(&mut OpenAiDecoder::default(), wire).unwrap();
+        assert_eq!(
+            deltas,
+            [
+                Delta::Reasoning("r".into()),
+                Delta::Content("a".into()),
+                Delta::Usage(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 9,
+                    reasoning_tokens: Some(4)
+                }),
+                // No [DONE]: the seen finish reason ends the stream.
+                Delta::Finish(FinishReason::Length),
+            ]
+        );
+    }
+
+    #[test]
+    fn error_object_mid_stream_is_a_provider_error() {
+        let wire = "data: {\"error\":{\"message\":\"overloaded\"}}\n\n";
+        assert_eq!(
+            decode_all(&mut OpenAiDecoder::default(), wire),
+            Err(LlmError::Provider("overloaded".into()))
+        );
+    }
+}
