@@ -106,11 +106,20 @@ impl UrlPolicy {
 fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| nat64_embedded(v6)) {
             Some(v4) => classify_v4(v4),
             None => classify_v6(v6),
         },
     }
+}
+
+/// `64:ff9b::/96` reaches the embedded IPv4 address through a NAT64 gateway.
+fn nat64_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = ip.segments();
+    (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
+        let [.., a, b, c, d] = ip.octets();
+        Ipv4Addr::new(a, b, c, d)
+    })
 }
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
@@ -223,6 +232,7 @@ mod tests {
             "224.0.0.1",
             "ff02::1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
             "255.255.255.255",
         ] {
             assert!(refused(open, ip), "{ip} must be refused");

@@ -162,7 +162,8 @@ async fn stall_mid_stream_hits_the_idle_timeout_after_partial_content() {
         .unwrap();
 }
 
-#[tokio::test]
+/// Multi-threaded: the fake must flush the partial stream before cutting on any runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_connection_is_an_interrupted_stream() {
     let fake = FakeProvider::start().await;
     for kind in KINDS {
@@ -269,7 +270,7 @@ async fn bench_mode_delivers_every_token() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_cancels_the_upstream_request() {
     let fake = FakeProvider::start().await;
     for (i, kind) in KINDS.into_iter().enumerate() {
