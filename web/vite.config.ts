@@ -34,7 +34,7 @@ export default defineConfig({
     },
   },
   test: {
-    environment: 'happy-dom',
+    environment: 'jsdom',
     include: ['tests/unit/**/*.spec.ts'],
     restoreMocks: true,
   },

@@ -1,5 +1,5 @@
 import axios from 'axios'
-import { toApiError } from './errors'
+import { ApiError, errorMessage, toApiError } from './errors'
 import type { TokenAnswer } from './types'
 
 /**
@@ -60,7 +60,9 @@ export function refreshOnce(): Promise<string> {
       return res.data.access_token
     } catch (err) {
       hooks.onSessionLost()
-      throw err instanceof Error ? err : toApiError(0, undefined)
+      if (err instanceof ApiError) throw err
+      const res = (err as { response?: { status: number; data: unknown } }).response
+      throw res ? toApiError(res.status, res.data, 'Session expired') : toApiError(0, undefined, errorMessage(err))
     } finally {
       inflight = null
     }

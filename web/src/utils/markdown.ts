@@ -71,6 +71,8 @@ function ensureHooks(): void {
 
 /** Sanitises arbitrary HTML with the app's policy (no scripts, handlers, forms, iframes, styles). */
 export function sanitizeHtml(html: string): string {
+  // Without a DOM DOMPurify returns its input untouched: show text rather than unsanitised HTML.
+  if (!DOMPurify.isSupported) return escapeHtml(html)
   ensureHooks()
   return DOMPurify.sanitize(html, {
     USE_PROFILES: { html: true },
