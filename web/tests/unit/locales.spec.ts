@@ -11,7 +11,7 @@ function keys(obj: Record<string, unknown>, prefix = ''): string[] {
 }
 
 function sources(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
+  return readdirSync(dir).flatMap((name: string) => {
     const p = join(dir, name)
     if (statSync(p).isDirectory()) return sources(p)
     return /\.(vue|ts)$/.test(name) && !p.includes('locales') ? [p] : []

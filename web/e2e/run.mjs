@@ -1,0 +1,287 @@
+#!/usr/bin/env node
+// Browser tests: drives Debian's Chromium through playwright-core against a running server.
+//
+//   WORKBENCH_URL=http://127.0.0.1:8080 \
+//   WORKBENCH_ADMIN_EMAIL=admin@example.com WORKBENCH_ADMIN_PASSWORD=... npm run e2e
+//
+// Optional: CHROMIUM_PATH (default /usr/bin/chromium), E2E_OUT (default web/test-results),
+// E2E_TIMEOUT_MS (per step, default 20000). Prints "N passed, M failed" last and exits
+// non-zero when anything failed. Screenshots of every main page at 1280x800 and 390x844 go
+// to E2E_OUT.
+import { chromium } from 'playwright-core'
+import { mkdtemp, mkdir, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const BASE = (process.env.WORKBENCH_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '')
+const EMAIL = process.env.WORKBENCH_ADMIN_EMAIL ?? ''
+const PASSWORD = process.env.WORKBENCH_ADMIN_PASSWORD ?? ''
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const OUT = resolve(process.env.E2E_OUT ?? join(here, '..', 'test-results'))
+const STEP_TIMEOUT = Number(process.env.E2E_TIMEOUT_MS ?? 20_000)
+
+const DESKTOP = { width: 1280, height: 800 }
+const PHONE = { width: 390, height: 844 }
+const VIEWPORTS = [DESKTOP, PHONE]
+
+/** The main pages: path and screenshot name. Admin pages need an admin account. */
+const PAGES = [
+  ['/playground', 'playground'],
+  ['/comparison', 'comparison'],
+  ['/system-prompts', 'system-prompts'],
+  ['/test-prompts', 'test-prompts'],
+  ['/model-configs', 'model-configs'],
+  ['/providers', 'providers'],
+  ['/admin/users', 'admin-users'],
+  ['/admin/settings', 'admin-settings'],
+  ['/account', 'account'],
+]
+
+const results = []
+let page
+let context
+
+function log(msg) {
+  process.stdout.write(`${msg}\n`)
+}
+
+/** Runs one named check; a failure is recorded (with a screenshot) and the run goes on. */
+async function step(name, fn) {
+  const started = Date.now()
+  try {
+    await withTimeout(fn(), STEP_TIMEOUT * 3, name)
+    results.push({ name, ok: true })
+    log(`  ok   ${name} (${Date.now() - started} ms)`)
+    return true
+  } catch (err) {
+    results.push({ name, ok: false, err })
+    log(`  FAIL ${name}: ${err?.message?.split('\n')[0] ?? err}`)
+    if (page) await page.screenshot({ path: join(OUT, `FAIL-${slug(name)}.png`), fullPage: true }).catch(() => {})
+    return false
+  }
+}
+
+function withTimeout(p, ms, name) {
+  let timer
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`step "${name}" took longer than ${ms} ms`)), ms)
+    }),
+  ])
+}
+
+const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')
+const assert = (cond, msg) => {
+  if (!cond) throw new Error(msg)
+}
+
+/** An Element Plus input by data-testid (the attribute lands on the <input> or its wrapper). */
+const field = (id) => page.locator(`input[data-testid="${id}"], textarea[data-testid="${id}"], [data-testid="${id}"] input`).first()
+
+async function settle() {
+  await page.waitForLoadState('networkidle', { timeout: STEP_TIMEOUT }).catch(() => {})
+  // Wait for loading masks to go away: a page that never stops loading fails the step.
+  await page.waitForFunction(() => ![...document.querySelectorAll('.el-loading-mask')].some((m) => m.offsetParent !== null), null, {
+    timeout: STEP_TIMEOUT,
+  })
+}
+
+async function visibleErrors() {
+  return page.locator('[data-testid="error-alert"]:visible').allInnerTexts()
+}
+
+async function shot(name, viewport) {
+  await page.screenshot({ path: join(OUT, `${name}-${viewport.width}x${viewport.height}.png`), fullPage: false })
+}
+
+async function main() {
+  if (!EMAIL || !PASSWORD) {
+    log('WORKBENCH_ADMIN_EMAIL and WORKBENCH_ADMIN_PASSWORD must be set')
+    log('0 passed, 1 failed')
+    process.exit(2)
+  }
+  if (!existsSync(CHROMIUM)) {
+    log(`Chromium not found at ${CHROMIUM}: run scripts/install-chromium.sh`)
+    log('0 passed, 1 failed')
+    process.exit(2)
+  }
+  await mkdir(OUT, { recursive: true })
+  const profile = await mkdtemp(join(tmpdir(), 'workbench-e2e-'))
+  log(`e2e against ${BASE}, screenshots in ${OUT}`)
+
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+      '--no-first-run',
+    ],
+    viewport: DESKTOP,
+    locale: 'zh-CN',
+    acceptDownloads: true,
+  })
+  context.setDefaultTimeout(STEP_TIMEOUT)
+  page = context.pages()[0] ?? (await context.newPage())
+
+  const pageErrors = []
+  page.on('pageerror', (err) => pageErrors.push(err.message))
+
+  try {
+    await step('health endpoint answers', async () => {
+      const res = await page.request.get(`${BASE}/healthz`)
+      assert(res.ok(), `GET /healthz → ${res.status()}`)
+    })
+
+    await step('a protected page sends a visitor to login with a way back', async () => {
+      await page.goto(`${BASE}/model-configs`)
+      await page.waitForURL(/\/login\?redirect=/)
+      const url = new URL(page.url())
+      assert(url.searchParams.get('redirect') === '/model-configs', `redirect was ${url.searchParams.get('redirect')}`)
+      for (const vp of VIEWPORTS) {
+        await page.setViewportSize(vp)
+        await shot('login', vp)
+      }
+      await page.setViewportSize(DESKTOP)
+    })
+
+    await step('a wrong password shows an error', async () => {
+      await field('login-email').fill(EMAIL)
+      await field('login-password').fill(`${PASSWORD}-wrong`)
+      await page.locator('[data-testid="login-submit"]').click()
+      await page.locator('[data-testid="login-error"]').waitFor()
+      assert(page.url().includes('/login'), 'should stay on login')
+    })
+
+    const loggedIn = await step('log in and come back to the page asked for', async () => {
+      await field('login-password').fill(PASSWORD)
+      await page.locator('[data-testid="login-submit"]').click()
+      await page.waitForURL((u) => u.pathname === '/model-configs')
+      await page.locator('.el-menu').first().waitFor()
+    })
+    if (!loggedIn) throw new Error('cannot go on without a session')
+
+    await step('the session survives a reload (refresh cookie)', async () => {
+      await page.reload()
+      await page.waitForURL((u) => u.pathname === '/model-configs')
+      await page.locator('[data-testid="user-menu"]').waitFor()
+    })
+
+    for (const vp of VIEWPORTS) {
+      for (const [path, name] of PAGES) {
+        await step(`page ${name} at ${vp.width}x${vp.height}`, async () => {
+          await page.setViewportSize(vp)
+          await page.goto(`${BASE}${path}`)
+          await page.waitForURL((u) => u.pathname === path)
+          await settle()
+          await shot(name, vp)
+          const errors = await visibleErrors()
+          assert(errors.length === 0, `error shown: ${errors.join(' | ')}`)
+          // Nothing may overflow the phone screen sideways.
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+          assert(overflow <= 1, `page is ${overflow}px wider than the screen`)
+        })
+      }
+    }
+
+    await step('phone: the drawer menu opens and navigates', async () => {
+      await page.setViewportSize(PHONE)
+      await page.goto(`${BASE}/playground`)
+      await page.locator('[data-testid="menu-toggle"]').click()
+      const drawer = page.locator('.menu-drawer')
+      await drawer.waitFor()
+      await drawer.locator('.el-menu-item').filter({ hasText: /测试提示词|Test prompts/ }).click()
+      await page.waitForURL((u) => u.pathname === '/test-prompts')
+      await drawer.waitFor({ state: 'hidden' })
+      await page.setViewportSize(DESKTOP)
+    })
+
+    await step('theme toggle switches to dark and back', async () => {
+      await page.goto(`${BASE}/playground`)
+      const dark = () => page.evaluate(() => document.documentElement.classList.contains('dark'))
+      const before = await dark()
+      await page.locator('[data-testid="theme-toggle"]').click()
+      assert((await dark()) !== before, 'theme did not change')
+      await shot('playground-dark', DESKTOP)
+      await page.reload()
+      await page.locator('[data-testid="theme-toggle"]').waitFor()
+      assert((await dark()) !== before, 'theme was not persisted')
+      await page.locator('[data-testid="theme-toggle"]').click()
+    })
+
+    await step('language switch to English and back', async () => {
+      await page.locator('[data-testid="locale-switch"]').click()
+      await page.locator('.el-dropdown-menu__item').filter({ hasText: 'English' }).click()
+      await page.locator('.el-menu').getByText('Playground', { exact: true }).first().waitFor()
+      await page.locator('[data-testid="locale-switch"]').click()
+      await page.locator('.el-dropdown-menu__item').filter({ hasText: '简体中文' }).click()
+      await page.locator('.el-menu').getByText('对话测试', { exact: true }).first().waitFor()
+    })
+
+    const newEmail = `e2e-${Date.now()}@example.com`
+    await step('create a user on the admin page', async () => {
+      await page.goto(`${BASE}/admin/users`)
+      await settle()
+      await page.locator('[data-testid="users-create"]').click()
+      await field('user-email').fill(newEmail)
+      await field('user-password').fill('E2e-password-123!')
+      await field('user-nickname').fill('e2e')
+      await page.locator('[data-testid="user-submit"]').click()
+      await page.locator('.el-message--success').first().waitFor()
+      await field('users-search').fill(newEmail)
+      await field('users-search').press('Enter')
+      await settle()
+      await page.locator('[data-testid="users-table"]').getByText(newEmail).waitFor()
+      await shot('admin-users-created', DESKTOP)
+    })
+
+    await step('a duplicate user is refused with a visible error', async () => {
+      await page.locator('[data-testid="users-create"]').click()
+      await field('user-email').fill(newEmail)
+      await field('user-password').fill('E2e-password-123!')
+      await page.locator('[data-testid="user-submit"]').click()
+      await page.locator('.el-message--error, .el-form-item__error').first().waitFor()
+      await page.keyboard.press('Escape')
+    })
+
+    await step('log out', async () => {
+      await page.goto(`${BASE}/playground`)
+      await page.locator('[data-testid="user-menu"]').click()
+      await page.locator('.el-dropdown-menu__item').filter({ hasText: /退出登录|Log out/ }).click()
+      await page.waitForURL(/\/login/)
+      // The refresh cookie is gone: a reload does not bring the session back.
+      await page.goto(`${BASE}/playground`)
+      await page.waitForURL(/\/login\?redirect=%2Fplayground|\/login\?redirect=\/playground/)
+    })
+
+    await step('no uncaught errors in the page', async () => {
+      assert(pageErrors.length === 0, pageErrors.join(' | '))
+    })
+  } catch (err) {
+    log(`aborted: ${err?.message ?? err}`)
+    results.push({ name: 'run', ok: false, err })
+  } finally {
+    await context.close().catch(() => {})
+    await rm(profile, { recursive: true, force: true }).catch(() => {})
+  }
+
+  const passed = results.filter((r) => r.ok).length
+  const failed = results.length - passed
+  log(`${passed} passed, ${failed} failed`)
+  process.exit(failed > 0 ? 1 : 0)
+}
+
+main().catch((err) => {
+  log(`e2e crashed: ${err?.stack ?? err}`)
+  log('0 passed, 1 failed')
+  process.exit(1)
+})
