@@ -5,7 +5,13 @@
 //   WORKBENCH_ADMIN_EMAIL=admin@example.com WORKBENCH_ADMIN_PASSWORD=... npm run e2e
 //
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium), E2E_OUT (default web/test-results),
-// E2E_TIMEOUT_MS (per step, default 20000). Prints "N passed, M failed" last and exits
+// E2E_TIMEOUT_MS (per step, default 20000).
+// The model flow (add a provider, sync, create configs, stream a chat, stop, compare) runs when
+// E2E_PROVIDER_URL points at an OpenAI-compatible (fake) provider the server may reach; then
+// E2E_PROVIDER_KIND (default openai), E2E_PROVIDER_KEY, E2E_MODEL (default: the first synced
+// model) and E2E_FAIL_MODEL (a model whose stream fails, for the failing comparison column).
+// E2E_TOKEN_WAIT_S: wait this long (past the access-token lifetime) and check the session is
+// refreshed silently. Prints "N passed, M failed" last and exits
 // non-zero when anything failed. Screenshots of every main page at 1280x800 and 390x844 go
 // to E2E_OUT.
 import { chromium } from 'playwright-core'
@@ -22,6 +28,13 @@ const PASSWORD = process.env.WORKBENCH_ADMIN_PASSWORD ?? ''
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const OUT = resolve(process.env.E2E_OUT ?? join(here, '..', 'test-results'))
 const STEP_TIMEOUT = Number(process.env.E2E_TIMEOUT_MS ?? 20_000)
+
+const PROVIDER_URL = process.env.E2E_PROVIDER_URL ?? ''
+const PROVIDER_KIND = process.env.E2E_PROVIDER_KIND ?? 'openai'
+const PROVIDER_KEY = process.env.E2E_PROVIDER_KEY ?? 'sk-e2e-test-key-1234'
+const WANT_MODEL = process.env.E2E_MODEL ?? ''
+const FAIL_MODEL = process.env.E2E_FAIL_MODEL ?? ''
+const TOKEN_WAIT_S = Number(process.env.E2E_TOKEN_WAIT_S ?? 0)
 
 const DESKTOP = { width: 1280, height: 800 }
 const PHONE = { width: 390, height: 844 }
@@ -227,6 +240,23 @@ async function main() {
       await page.locator('.el-menu').getByText('对话测试', { exact: true }).first().waitFor()
     })
 
+    if (PROVIDER_URL) await modelFlow()
+    else log('  skip model flow (set E2E_PROVIDER_URL to run it)')
+
+    if (TOKEN_WAIT_S > 0) {
+      await step(`an expired access token is refreshed silently (after ${TOKEN_WAIT_S}s)`, async () => {
+        await page.goto(`${BASE}/playground`)
+        await settle()
+        await page.waitForTimeout(TOKEN_WAIT_S * 1000)
+        await page.locator('.el-menu-item').filter({ hasText: /模型配置|Model configs/ }).first().click()
+        await page.waitForURL((u) => u.pathname === '/model-configs')
+        await settle()
+        const errors = await visibleErrors()
+        assert(errors.length === 0, `error shown: ${errors.join(' | ')}`)
+        assert(!page.url().includes('/login'), 'was sent to login')
+      })
+    }
+
     const newEmail = `e2e-${Date.now()}@example.com`
     await step('create a user on the admin page', async () => {
       await page.goto(`${BASE}/admin/users`)
@@ -278,6 +308,156 @@ async function main() {
   const failed = results.length - passed
   log(`${passed} passed, ${failed} failed`)
   process.exit(failed > 0 ? 1 : 0)
+}
+
+/** Picks an option of the open Element Plus select popper by its text. */
+async function pickOption(text) {
+  await page.locator('.el-select-dropdown__item:visible').filter({ hasText: text }).first().click()
+}
+
+async function modelFlow() {
+  const providerId = `e2e-${Date.now()}`
+  const providerName = `E2E ${providerId}`
+  let models = []
+
+  await step('add a provider with a masked key', async () => {
+    await page.setViewportSize(DESKTOP)
+    await page.goto(`${BASE}/providers`)
+    await settle()
+    await page.locator('[data-testid="provider-create"]').click()
+    await field('provider-id').fill(providerId)
+    await field('provider-name').fill(providerName)
+    await page.locator('[data-testid="provider-kind"]').click()
+    await pickOption(new RegExp(PROVIDER_KIND === 'openai' ? 'OpenAI' : PROVIDER_KIND, 'i'))
+    await field('provider-url').fill(PROVIDER_URL)
+    await field('provider-key').fill(PROVIDER_KEY)
+    await page.locator('[data-testid="provider-submit"]').click()
+    await page.locator('.el-message--success').first().waitFor()
+    const row = page.locator('[data-testid="providers-table"] .el-table__row').filter({ hasText: providerId })
+    await row.waitFor()
+    const text = await row.innerText()
+    assert(!text.includes(PROVIDER_KEY), 'the full API key is shown')
+  })
+
+  await step('test the connection and sync models', async () => {
+    const row = page.locator('[data-testid="providers-table"] .el-table__row').filter({ hasText: providerId })
+    await row.locator('[data-testid="provider-test"]').click()
+    await row.locator('[data-testid="provider-test-result"]').waitFor()
+    await row.locator('[data-testid="provider-sync"]').click()
+    await row.locator('[data-testid="provider-sync-result"]').waitFor()
+    await row.locator('[data-testid="provider-models"]').click()
+    const table = page.locator('[data-testid="provider-models-table"]')
+    await table.locator('.el-table__row').first().waitFor()
+    models = await table.locator('.el-table__row td:nth-child(2)').allInnerTexts()
+    models = models.map((m) => m.trim()).filter(Boolean)
+    assert(models.length > 0, 'sync found no models')
+    await shot('provider-models', DESKTOP)
+    await page.keyboard.press('Escape')
+  })
+
+  const mainModel = WANT_MODEL || models.find((m) => m !== FAIL_MODEL) || models[0]
+  const configFor = async (model, name) => {
+    await page.goto(`${BASE}/model-configs`)
+    await settle()
+    await page.locator('[data-testid="config-create"]').click()
+    await page.locator('[data-testid="config-provider"]').click()
+    await pickOption(providerName)
+    await page.locator('[data-testid="config-model"]').click()
+    await pickOption(model)
+    await page.locator('.el-dialog:visible .el-form-item').filter({ hasText: /显示名称|Display name/ }).locator('input').fill(name)
+    await page.locator('[data-testid="config-submit"]').click()
+    await page.locator('.el-message--success').first().waitFor()
+    await page.locator('[data-testid="configs-table"]').getByText(name).first().waitFor()
+  }
+  const mainName = `${providerId}-main`
+  const failName = `${providerId}-fail`
+  const otherName = `${providerId}-other`
+
+  await step('an out-of-range temperature is refused inline', async () => {
+    await page.goto(`${BASE}/model-configs`)
+    await settle()
+    await page.locator('[data-testid="config-create"]').click()
+    const num = page.locator('[data-testid="config-temperature"] input')
+    await num.fill('5')
+    await num.blur()
+    const v = Number(await num.inputValue())
+    assert(v <= 2, `temperature input accepted ${v}`)
+    await page.keyboard.press('Escape')
+  })
+
+  await step(`create a model config for ${mainModel}`, () => configFor(mainModel, mainName))
+  await step(`create a second config for the comparison`, () => configFor(FAIL_MODEL || mainModel, FAIL_MODEL ? failName : otherName))
+
+  await step('chat: the answer streams with reasoning and Markdown, model HTML stays inert', async () => {
+    await page.goto(`${BASE}/playground`)
+    await settle()
+    await page.locator('[data-testid="model-picker"]').click()
+    await pickOption(mainName)
+    await field('chat-input').fill('Explain Fibonacci with a code block.')
+    await page.locator('[data-testid="send"]').click()
+    await page.locator('[data-testid="stop"]').waitFor() // streaming has begun
+    await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 }) // and ended
+    const answer = page.locator('[data-testid="msg-assistant"]').last()
+    await answer.locator('[data-testid="metrics-badge"]').waitFor()
+    const md = answer.locator('.markdown')
+    assert((await md.count()) > 0, 'no rendered answer')
+    assert((await md.locator('script').count()) === 0, 'a <script> element made it into the answer')
+    const pwned = await page.evaluate(() => window.__pwned === true)
+    assert(!pwned, 'model output ran script')
+    const hasReasoning = (await answer.locator('[data-testid="reasoning-panel"]').count()) > 0
+    log(`       reasoning panel: ${hasReasoning ? 'filled' : 'none (the model sent no reasoning)'}; code blocks: ${await md.locator('.code-block').count()}`)
+    await shot('playground-answer', DESKTOP)
+    await page.setViewportSize(PHONE)
+    await shot('playground-answer', PHONE)
+    await page.setViewportSize(DESKTOP)
+  })
+
+  await step('chat: stop mid-stream', async () => {
+    await field('chat-input').fill('Please write a long and slow answer.')
+    await page.locator('[data-testid="send"]').click()
+    const answer = page.locator('[data-testid="msg-assistant"]').last()
+    await answer.locator('[data-testid="reasoning-panel"], .markdown').first().waitFor()
+    const stop = page.locator('[data-testid="stop"]')
+    const stillStreaming = await stop.isVisible()
+    if (stillStreaming) await stop.click()
+    await page.locator('[data-testid="send"]').waitFor()
+    const badge = await answer.locator('[data-testid="metrics-badge"]').innerText().catch(() => '')
+    if (stillStreaming) assert(/已停止|Stopped/.test(badge), `answer not marked stopped: ${badge}`)
+    else log('       the answer finished before stop could be pressed')
+  })
+
+  await step('chat: regenerate replaces the last answer', async () => {
+    const before = await page.locator('[data-testid="msg-assistant"]').count()
+    await page.locator('[data-testid="regenerate"]').click()
+    await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+    await page.locator('[data-testid="msg-assistant"]').last().locator('[data-testid="metrics-badge"]').waitFor()
+    assert((await page.locator('[data-testid="msg-assistant"]').count()) === before, 'regenerate added an answer instead of replacing it')
+  })
+
+  await step(FAIL_MODEL ? 'compare two models, one failing while the other finishes' : 'compare two configs side by side', async () => {
+    await page.goto(`${BASE}/comparison`)
+    await settle()
+    await page.locator('[data-testid="compare-models"]').click()
+    await pickOption(mainName)
+    await pickOption(FAIL_MODEL ? failName : otherName)
+    await page.keyboard.press('Escape')
+    await field('compare-input').fill('Say hello in three languages.')
+    await page.locator('[data-testid="compare-run"]').click()
+    await page.locator('[data-testid="compare-columns"]').waitFor()
+    await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+    const cols = page.locator('[data-testid="compare-column"]')
+    assert((await cols.count()) === 2, `expected 2 columns, got ${await cols.count()}`)
+    const errors = await page.locator('[data-testid="column-error"]').count()
+    if (FAIL_MODEL) {
+      assert(errors === 1, `expected exactly one failed column, got ${errors}`)
+      const ok = cols.filter({ hasNot: page.locator('[data-testid="column-error"]') })
+      assert((await ok.locator('.markdown').count()) === 1, 'the healthy column has no answer')
+    } else {
+      assert(errors === 0, `${errors} columns failed`)
+    }
+    await shot('comparison-result', DESKTOP)
+    await page.locator('[data-testid="compare-history"] .el-table__row').first().waitFor()
+  })
 }
 
 main().catch((err) => {
