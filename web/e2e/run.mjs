@@ -108,6 +108,8 @@ async function visibleErrors() {
 }
 
 async function shot(name, viewport) {
+  // Let CSS transitions (theme colours, drawers after a resize) finish first.
+  await page.waitForTimeout(400)
   await page.screenshot({ path: join(OUT, `${name}-${viewport.width}x${viewport.height}.png`), fullPage: false })
 }
 
