@@ -242,6 +242,8 @@ async function main() {
       await page.locator('.el-menu').getByText('对话测试', { exact: true }).first().waitFor()
     })
 
+    await promptFlow()
+
     if (PROVIDER_URL) await modelFlow()
     else log('  skip model flow (set E2E_PROVIDER_URL to run it)')
 
@@ -285,6 +287,58 @@ async function main() {
       await page.keyboard.press('Escape')
     })
 
+    await step('disable, enable, promote, demote and reset the password of that user', async () => {
+      await page.goto(`${BASE}/admin/users`)
+      await settle()
+      await field('users-search').fill(newEmail)
+      await field('users-search').press('Enter')
+      await settle()
+      const row = () => page.locator('[data-testid="users-table"] .el-table__row').filter({ hasText: newEmail })
+      await row().getByRole('button', { name: /^(禁用|Disable)$/ }).click()
+      await confirmBox()
+      await row().getByText(/^(已禁用|Disabled)$/).waitFor()
+      await row().getByRole('button', { name: /^(启用|Enable)$/ }).click()
+      await row().getByText(/^(正常|Active)$/).waitFor()
+      await row().locator('.el-select').click()
+      await pickOption(/^(管理员|Admin)$/)
+      await page.locator('.el-message--success').filter({ hasText: /角色已修改|Role changed/ }).first().waitFor()
+      await row().locator('.el-select').click()
+      await pickOption(/^(普通用户|User)$/)
+      await settle()
+      await row().getByRole('button', { name: /重置密码|Reset password/ }).click()
+      await page.locator('.el-dialog:visible input[type="password"]').fill('E2e-new-password-456!')
+      await page.locator('.el-dialog:visible .el-button--primary').click()
+      await page.locator('.el-message--success').filter({ hasText: /密码已重置|Password reset/ }).first().waitFor()
+    })
+
+    await step('removing the last active admin is refused with the server message', async () => {
+      await field('users-search').fill('')
+      await field('users-search').press('Enter')
+      await settle()
+      const rows = page.locator('[data-testid="users-table"] .el-table__row')
+      const n = await rows.count()
+      let activeAdmins = 0
+      let mine = -1
+      for (let i = 0; i < n; i++) {
+        const role = await rows.nth(i).locator('.el-select').innerText()
+        const text = await rows.nth(i).innerText()
+        if (/管理员|Admin/.test(role) && /正常|Active/.test(text)) {
+          activeAdmins++
+          if (text.includes(EMAIL)) mine = i
+        }
+      }
+      if (activeAdmins !== 1 || mine < 0) {
+        log(`       skipped: ${activeAdmins} active admins on the first page, demoting one would not be refused`)
+        return
+      }
+      const me = rows.nth(mine)
+      await me.locator('.el-select').click()
+      await pickOption(/^(普通用户|User)$/)
+      await page.locator('.el-message--error').first().waitFor()
+      await settle()
+      assert((await me.locator('.el-select').innerText()).match(/管理员|Admin/), 'role shown changed anyway')
+    })
+
     await step('log out', async () => {
       await page.goto(`${BASE}/playground`)
       await page.locator('[data-testid="user-menu"]').click()
@@ -310,6 +364,40 @@ async function main() {
   const failed = results.length - passed
   log(`${passed} passed, ${failed} failed`)
   process.exit(failed > 0 ? 1 : 0)
+}
+
+/** Confirms the open ElMessageBox. */
+async function confirmBox() {
+  await page.locator('.el-message-box:visible .el-message-box__btns .el-button--primary').click()
+}
+
+async function promptFlow() {
+  const stamp = Date.now()
+  await step('create a system prompt and find it by search and category', async () => {
+    await page.setViewportSize(DESKTOP)
+    await page.goto(`${BASE}/system-prompts`)
+    await settle()
+    await page.locator('[data-testid="system-prompt-create"]').click()
+    await field('system-prompt-name').fill(`e2e prompt ${stamp}`)
+    await field('system-prompt-content').fill('You answer like a pirate.')
+    await page.locator('.el-dialog:visible .el-button--primary').click()
+    await page.locator('.el-message--success').first().waitFor()
+    await page.locator('.page-toolbar input').first().fill(`e2e prompt ${stamp}`)
+    await page.locator('.page-toolbar input').first().press('Enter')
+    await settle()
+    await page.locator('[data-testid="system-prompts-table"]').getByText(`e2e prompt ${stamp}`).waitFor()
+  })
+  await step('create a test prompt', async () => {
+    await page.goto(`${BASE}/test-prompts`)
+    await settle()
+    await page.locator('[data-testid="test-prompt-create"]').click()
+    await field('test-prompt-title').fill(`e2e question ${stamp}`)
+    await field('test-prompt-content').fill('Name three prime numbers.')
+    await page.locator('.el-dialog:visible .el-button--primary').click()
+    await page.locator('.el-message--success').first().waitFor()
+    await page.locator('[data-testid="test-prompts-table"]').getByText(`e2e question ${stamp}`).waitFor()
+  })
+  return stamp
 }
 
 /** Picks an option of the open Element Plus select popper by its text. */
@@ -436,6 +524,52 @@ async function modelFlow() {
     assert((await page.locator('[data-testid="msg-assistant"]').count()) === before, 'regenerate added an answer instead of replacing it')
   })
 
+  await step('chat: edit-and-resend replaces the answer after the edited message', async () => {
+    const users = page.locator('[data-testid="msg-user"]')
+    const answersBefore = await page.locator('[data-testid="msg-assistant"]').count()
+    await users.last().locator('[data-testid="edit"]').click()
+    await page.locator('.edit-box textarea').fill('Edited: say hi.')
+    await page.locator('[data-testid="edit-send"]').click()
+    await page.locator('[data-testid="stop"]').waitFor()
+    await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+    assert((await users.last().innerText()).includes('Edited: say hi.'), 'edited text not shown')
+    assert((await page.locator('[data-testid="msg-assistant"]').count()) === answersBefore, 'answer count changed')
+  })
+
+  await step('chat: export the session as Markdown', async () => {
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      (async () => {
+        await page.locator('[data-testid="export"]').click()
+        await page.locator('.el-dropdown-menu__item:visible').filter({ hasText: 'Markdown' }).click()
+      })(),
+    ])
+    const path = join(OUT, 'session-export.md')
+    await download.saveAs(path)
+    const { readFile } = await import('node:fs/promises')
+    assert((await readFile(path, 'utf8')).length > 0, 'empty export')
+  })
+
+  await step('chat: rename, search and delete a session', async () => {
+    const title = `e2e chat ${Date.now()}`
+    const active = page.locator('[data-testid="session-item"].active')
+    await active.hover()
+    await active.getByRole('button', { name: /重命名|Rename/ }).click()
+    await page.locator('.el-message-box:visible input').fill(title)
+    await confirmBox()
+    await active.getByText(title).waitFor()
+    const search = page.locator('[data-testid="session-list"] input')
+    await search.fill(title)
+    await search.press('Enter')
+    await settle()
+    assert((await page.locator('[data-testid="session-item"]').count()) === 1, 'search did not narrow the list')
+    await page.locator('[data-testid="session-item"]').first().getByRole('button', { name: /删除|Delete/ }).click()
+    await confirmBox()
+    await page.locator('[data-testid="session-item"]').filter({ hasText: title }).waitFor({ state: 'detached' })
+    await search.fill('')
+    await search.press('Enter')
+  })
+
   await step(FAIL_MODEL ? 'compare two models, one failing while the other finishes' : 'compare two configs side by side', async () => {
     await page.goto(`${BASE}/comparison`)
     await settle()
@@ -458,7 +592,21 @@ async function modelFlow() {
       assert(errors === 0, `${errors} columns failed`)
     }
     await shot('comparison-result', DESKTOP)
+    await page.setViewportSize(PHONE)
+    await shot('comparison-result', PHONE)
+    await page.setViewportSize(DESKTOP)
     await page.locator('[data-testid="compare-history"] .el-table__row').first().waitFor()
+  })
+
+  await step('comparison: a test prompt fills the input, re-run from history streams again', async () => {
+    await page.locator('[data-testid="compare-test-prompt"]').click()
+    await pickOption(/e2e question/)
+    const input = await field('compare-input').inputValue()
+    assert(input.includes('prime'), `input was not filled from the test prompt: ${input}`)
+    await page.locator('[data-testid="compare-history"] [data-testid="compare-rerun"]').first().click()
+    await page.locator('[data-testid="compare-stop"]').waitFor()
+    await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+    assert((await page.locator('[data-testid="compare-column"]').count()) === 2, 're-run did not show two columns')
   })
 }
 
