@@ -29,3 +29,8 @@ export function saveText(name: string, text: string, type = 'text/plain'): void 
   a.remove()
   setTimeout(() => URL.revokeObjectURL(href), 1000)
 }
+
+/** `status` is 1/0 in the design's tables; booleans and "active" are accepted so a page never misreads it. */
+export function isEnabled(status: unknown): boolean {
+  return status === 1 || status === true || status === 'active' || status === 'enabled'
+}

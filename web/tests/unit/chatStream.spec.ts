@@ -38,3 +38,36 @@ describe('saved comparison results', () => {
     expect(normalizeResults({ ...base, results: null })).toEqual([])
   })
 })
+
+describe('comparison stream routing', () => {
+  it('routes events to columns by model_config_id; one failing column leaves the other streaming', async () => {
+    const { createPinia, setActivePinia } = await import('pinia')
+    setActivePinia(createPinia())
+    const { useComparison } = await import('@/views/chat/useComparison')
+    const sse = await import('@/api/sse')
+    const { vi } = await import('vitest')
+    const events: Array<[string, Record<string, unknown>]> = [
+      ['meta', { test_id: 7, model_config_ids: ['a', 'b'] }],
+      ['content', { delta: 'A1', model_config_id: 'a' }],
+      ['error', { code: 'upstream', message: 'b broke', model_config_id: 'b' }],
+      ['done', { finish_reason: 'error', metrics: {}, model_config_id: 'b' }],
+      ['content', { delta: 'A2', model_config_id: 'a' }],
+      ['done', { finish_reason: 'stop', metrics: { answer_tokens: 2 }, model_config_id: 'a' }],
+    ]
+    const spy = vi.spyOn(sse, 'streamRequest').mockImplementation(async (_url, opts) => {
+      for (const [event, data] of events) opts.onEvent({ event, data })
+      return { aborted: false }
+    })
+    const cmpApi = await import('@/api/comparisons')
+    vi.spyOn(cmpApi, 'listComparisons').mockResolvedValue({ items: [], total: 0, page: 1, page_size: 20 })
+    const cmp = useComparison()
+    cmp.selected = ['a', 'b']
+    cmp.input = 'hello'
+    await cmp.run()
+    expect(spy).toHaveBeenCalledOnce()
+    expect(cmp.currentTestId).toBe(7)
+    const [a, b] = cmp.columns
+    expect(a).toMatchObject({ configId: 'a', content: 'A1A2', finishReason: 'stop', error: null, streaming: false })
+    expect(b).toMatchObject({ configId: 'b', content: '', finishReason: 'error', error: 'b broke', streaming: false })
+  })
+})

@@ -8,7 +8,7 @@ import type { StreamEvent } from '@/api/sse'
 import type { Comparison, ComparisonResult, ModelConfig, TestPrompt } from '@/api/types'
 import { applyAnswerEvent, emptyAnswer, type AnswerState } from '@/composables/useChatStream'
 import { usePagedList } from '@/composables/usePagedList'
-import { saveText } from '@/utils/format'
+import { isEnabled, saveText } from '@/utils/format'
 import { t } from '@/locales'
 
 export const MIN_MODELS = 2
@@ -45,7 +45,7 @@ export function useComparison() {
 
   const history = usePagedList((q) => cmpApi.listComparisons(q))
 
-  const enabledConfigs = computed(() => configs.value.filter((c) => c.status === 1))
+  const enabledConfigs = computed(() => configs.value.filter((c) => isEnabled(c.status)))
   const canRun = computed(
     () => !running.value && input.value.trim() !== '' && selected.value.length >= MIN_MODELS && selected.value.length <= MAX_MODELS,
   )
@@ -85,7 +85,8 @@ export function useComparison() {
 
   function onEvent(ev: StreamEvent): void {
     const d = ev.data
-    if (ev.event === 'meta' && d.model_config_id === undefined) {
+    // The run's own meta (once) names the test and its columns; per-column meta carries model_config_id.
+    if (ev.event === 'meta' && (d.test_id !== undefined || Array.isArray(d.model_config_ids))) {
       if (typeof d.test_id === 'number') currentTestId.value = d.test_id
       if (Array.isArray(d.model_config_ids) && columns.value.length === 0) freshColumns(d.model_config_ids.map(String))
       return

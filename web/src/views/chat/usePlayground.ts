@@ -1,4 +1,5 @@
 import { computed, reactive, ref, shallowRef, watch } from 'vue'
+import { isEnabled } from '@/utils/format'
 import { ElMessage, ElMessageBox } from 'element-plus'
 import { errorMessage } from '@/api/errors'
 import * as chatApi from '@/api/chat'
@@ -77,7 +78,7 @@ export function usePlayground() {
 
   watch(configId, (v) => v && localStorage.setItem(CONFIG_KEY, v))
 
-  const enabledConfigs = computed(() => configs.value.filter((c) => c.status === 1))
+  const enabledConfigs = computed(() => configs.value.filter((c) => isEnabled(c.status)))
 
   async function loadSessions(): Promise<void> {
     sessionsLoading.value = true

@@ -1,4 +1,5 @@
 import { computed, reactive, ref, shallowRef } from 'vue'
+import { isEnabled } from '@/utils/format'
 import { ElMessage, ElMessageBox } from 'element-plus'
 import { errorMessage } from '@/api/errors'
 import { createModelConfig, deleteModelConfig, listModelConfigs, updateModelConfig } from '@/api/modelConfigs'
@@ -45,8 +46,8 @@ export function useModelConfigs() {
     }
   }
 
-  const enabledProviders = computed(() => providers.value.filter((p) => p.status === 1))
-  const enabledModels = computed(() => providerModels.value.filter((m) => m.status === 1))
+  const enabledProviders = computed(() => providers.value.filter((p) => isEnabled(p.status)))
+  const enabledModels = computed(() => providerModels.value.filter((m) => isEnabled(m.status)))
 
   async function loadProviders(): Promise<void> {
     providersError.value = null
@@ -107,7 +108,7 @@ export function useModelConfigs() {
       top_p: c.top_p,
       top_k: c.top_k,
       status: c.status,
-      enabled: c.status === 1,
+      enabled: isEnabled(c.status),
     })
     errors.clear()
     dialogOpen.value = true
@@ -144,7 +145,7 @@ export function useModelConfigs() {
 
   async function toggleStatus(c: ModelConfig): Promise<void> {
     try {
-      await updateModelConfig(c.id, { status: c.status === 1 ? 0 : 1 })
+      await updateModelConfig(c.id, { status: isEnabled(c.status) ? 0 : 1 })
     } catch (err) {
       ElMessage.error(errorMessage(err))
     }

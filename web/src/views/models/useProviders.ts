@@ -1,4 +1,5 @@
 import { reactive, ref, shallowRef } from 'vue'
+import { isEnabled } from '@/utils/format'
 import { ElMessage, ElMessageBox } from 'element-plus'
 import { errorMessage } from '@/api/errors'
 import {
@@ -65,7 +66,7 @@ export function useProviders() {
       api_key: '',
       description: p.description ?? '',
       icon_url: p.icon_url ?? '',
-      status: p.status === 1,
+      status: isEnabled(p.status),
     })
     errors.clear()
     dialogOpen.value = true
@@ -108,7 +109,7 @@ export function useProviders() {
 
   async function toggleStatus(p: Provider): Promise<void> {
     try {
-      await updateProvider(p.id, { status: p.status === 1 ? 0 : 1 })
+      await updateProvider(p.id, { status: isEnabled(p.status) ? 0 : 1 })
     } catch (err) {
       ElMessage.error(errorMessage(err))
     }
@@ -206,7 +207,7 @@ export function useProviders() {
     if (!modelsProvider.value) return
     modelBusy.value = m.id
     try {
-      const updated = await setProviderModelStatus(modelsProvider.value.id, m.model_id, m.status === 1 ? 0 : 1)
+      const updated = await setProviderModelStatus(modelsProvider.value.id, m.model_id, isEnabled(m.status) ? 0 : 1)
       models.value = models.value.map((x) => (x.id === m.id ? { ...x, ...updated } : x))
     } catch (err) {
       ElMessage.error(errorMessage(err))
