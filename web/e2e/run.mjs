@@ -287,6 +287,17 @@ async function main() {
       await page.keyboard.press('Escape')
     })
 
+    await step('an invalid new user is refused visibly (inline where the server names the field)', async () => {
+      await page.locator('[data-testid="users-create"]').click()
+      await field('user-email').fill(`e2e-short-${Date.now()}@example.com`)
+      await field('user-password').fill('x')
+      await page.locator('[data-testid="user-submit"]').click()
+      await page.locator('.el-dialog:visible .el-form-item__error, .el-message--error').first().waitFor()
+      const inline = await page.locator('.el-dialog:visible .el-form-item__error').allInnerTexts()
+      log(`       inline field errors: ${inline.length ? inline.join(' | ') : 'none (toast only)'}`)
+      await page.keyboard.press('Escape')
+    })
+
     await step('disable, enable, promote, demote and reset the password of that user', async () => {
       await page.goto(`${BASE}/admin/users`)
       await settle()
