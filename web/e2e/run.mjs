@@ -293,6 +293,7 @@ async function main() {
       await field('user-password').fill('x')
       await page.locator('[data-testid="user-submit"]').click()
       await page.locator('.el-dialog:visible .el-form-item__error, .el-message--error').first().waitFor()
+      await page.waitForTimeout(400) // Element Plus shows form-item errors after a short debounce
       const inline = await page.locator('.el-dialog:visible .el-form-item__error').allInnerTexts()
       log(`       inline field errors: ${inline.length ? inline.join(' | ') : 'none (toast only)'}`)
       await page.keyboard.press('Escape')
