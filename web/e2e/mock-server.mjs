@@ -31,7 +31,11 @@ const users = []
 const passwords = new Map() // user id -> password
 const accessTokens = new Map() // token -> { userId, exp }
 const refreshTokens = new Map() // token -> userId
-const settings = { registration_open: false, allow_private_provider_urls: true, swanlab: { mode: 'disabled', project: '', workspace: '' } }
+const settings = {
+  registration_open: false,
+  allow_private_provider_urls: true,
+  swanlab: { mode: 'disabled', project: '', workspace: '' },
+}
 const providers = []
 const providerModels = []
 const modelConfigs = []
@@ -43,17 +47,47 @@ const testPrompts = []
 const running = new Map() // session id -> { stopped }
 
 function addUser(email, password, role = 'user', nickname = null) {
-  const u = { id: nextId(), email, nickname, role, is_admin: role === 'admin', is_active: true, created_at: now(), updated_at: null }
+  const u = {
+    id: nextId(),
+    email,
+    nickname,
+    role,
+    is_admin: role === 'admin',
+    is_active: true,
+    created_at: now(),
+    updated_at: null,
+  }
   users.push(u)
   passwords.set(u.id, password)
   return u
 }
-addUser(process.env.MOCK_ADMIN_EMAIL ?? 'admin@example.com', process.env.MOCK_ADMIN_PASSWORD ?? 'admin-password', 'admin', 'Admin')
+addUser(
+  process.env.MOCK_ADMIN_EMAIL ?? 'admin@example.com',
+  process.env.MOCK_ADMIN_PASSWORD ?? 'admin-password',
+  'admin',
+  'Admin',
+)
 systemPrompts.push({
-  id: nextId(), name: '通用助手', content: 'You are a helpful assistant.', description: null, format_type: 'openai',
-  category: 'general', is_default: false, is_system: true, created_by: null, created_at: now(), updated_at: null,
+  id: nextId(),
+  name: '通用助手',
+  content: 'You are a helpful assistant.',
+  description: null,
+  format_type: 'openai',
+  category: 'general',
+  is_default: false,
+  is_system: true,
+  created_by: null,
+  created_at: now(),
+  updated_at: null,
 })
-testPrompts.push({ id: nextId(), title: 'Fibonacci', content: 'Write a Python function for Fibonacci numbers.', created_by: null, created_at: now(), updated_at: null })
+testPrompts.push({
+  id: nextId(),
+  title: 'Fibonacci',
+  content: 'Write a Python function for Fibonacci numbers.',
+  created_by: null,
+  created_at: now(),
+  updated_at: null,
+})
 
 // ---------------------------------------------------------------- http helpers
 class HttpError extends Error {
@@ -95,10 +129,21 @@ function paginate(items, url) {
   return { items: items.slice((page - 1) * size, page * size), total: items.length, page, page_size: size }
 }
 
-const matches = (q, ...fields) => !q || fields.some((f) => String(f ?? '').toLowerCase().includes(q.toLowerCase()))
+const matches = (q, ...fields) =>
+  !q ||
+  fields.some((f) =>
+    String(f ?? '')
+      .toLowerCase()
+      .includes(q.toLowerCase()),
+  )
 
 function cookies(req) {
-  return Object.fromEntries((req.headers.cookie ?? '').split(';').map((c) => c.trim().split('=')).filter((p) => p.length === 2))
+  return Object.fromEntries(
+    (req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim().split('='))
+      .filter((p) => p.length === 2),
+  )
 }
 
 function issueTokens(res, user) {
@@ -181,8 +226,12 @@ function metrics(t0, ttft, ttfa, reasoning, content) {
   const total = Date.now() - t0
   const answerTokens = Math.ceil(content.length / 4)
   return {
-    ttft_ms: ttft, ttfa_ms: ttfa, reasoning_tokens: Math.ceil(reasoning.length / 4), answer_tokens: answerTokens,
-    answer_tokens_per_s: total > ttfa ? (answerTokens * 1000) / (total - ttfa) : null, total_ms: total,
+    ttft_ms: ttft,
+    ttfa_ms: ttfa,
+    reasoning_tokens: Math.ceil(reasoning.length / 4),
+    answer_tokens: answerTokens,
+    answer_tokens_per_s: total > ttfa ? (answerTokens * 1000) / (total - ttfa) : null,
+    total_ms: total,
   }
 }
 
@@ -208,7 +257,10 @@ route('POST', '/api/auth/refresh', ({ req, res }) => {
   const userId = t && refreshTokens.get(t)
   if (!userId) fail(401, 'invalid_refresh_token', 'No valid refresh token')
   refreshTokens.delete(t) // rotation
-  return issueTokens(res, users.find((x) => x.id === userId))
+  return issueTokens(
+    res,
+    users.find((x) => x.id === userId),
+  )
 })
 route('POST', '/api/auth/logout', ({ req, res }) => {
   const t = cookies(req).workbench_refresh
@@ -220,7 +272,8 @@ route('GET', '/api/auth/me', ({ req }) => authUser(req))
 route('PUT', '/api/auth/password', async ({ req }) => {
   const u = authUser(req)
   const b = await readBody(req)
-  if (passwords.get(u.id) !== b.current_password) fail(422, 'validation_failed', 'Wrong password', { current_password: 'wrong password' })
+  if (passwords.get(u.id) !== b.current_password)
+    fail(422, 'validation_failed', 'Wrong password', { current_password: 'wrong password' })
   validate([['new_password', String(b.new_password ?? '').length >= 8, 'at least 8 characters']])
   passwords.set(u.id, b.new_password)
   return [204]
@@ -229,7 +282,10 @@ route('PUT', '/api/auth/password', async ({ req }) => {
 route('GET', '/api/admin/users', ({ req, url }) => {
   adminUser(req)
   const q = url.searchParams.get('q') ?? ''
-  return paginate(users.filter((u) => matches(q, u.email, u.nickname)), url)
+  return paginate(
+    users.filter((u) => matches(q, u.email, u.nickname)),
+    url,
+  )
 })
 route('POST', '/api/admin/users', async ({ req }) => {
   adminUser(req)
@@ -297,7 +353,18 @@ route('POST', '/api/providers', async ({ req }) => {
   ])
   const id = b.id || b.name.toLowerCase().replace(/[^a-z0-9]+/g, '-')
   if (providers.some((p) => p.id === id)) fail(409, 'conflict', 'A provider with this id exists')
-  const p = { id, name: b.name, kind: b.kind, api_url: b.api_url, api_key: b.api_key ?? null, description: b.description ?? null, icon_url: b.icon_url ?? null, status: b.status ?? 1, created_at: now(), updated_at: null }
+  const p = {
+    id,
+    name: b.name,
+    kind: b.kind,
+    api_url: b.api_url,
+    api_key: b.api_key ?? null,
+    description: b.description ?? null,
+    icon_url: b.icon_url ?? null,
+    status: b.status ?? 1,
+    created_at: now(),
+    updated_at: null,
+  }
   providers.push(p)
   return [201, publicProvider(p)]
 })
@@ -330,7 +397,18 @@ route('POST', '/api/providers/{id}/sync', async ({ req, p }) => {
   let added = 0
   for (const m of ['fast-model', 'reasoning-model', 'fail-model']) {
     if (!providerModels.some((x) => x.provider_id === prov.id && x.model_id === m)) {
-      providerModels.push({ id: `${prov.id}:${m}`, provider_id: prov.id, model_id: m, model_name: m, size: null, description: null, is_vision: false, status: 1, created_at: now(), updated_at: null })
+      providerModels.push({
+        id: `${prov.id}:${m}`,
+        provider_id: prov.id,
+        model_id: m,
+        model_name: m,
+        size: null,
+        description: null,
+        is_vision: false,
+        status: 1,
+        created_at: now(),
+        updated_at: null,
+      })
       added++
     }
   }
@@ -340,12 +418,17 @@ route('GET', '/api/providers/{id}/models', ({ req, p, url }) => {
   authUser(req)
   const prov = findProvider(p.id)
   const q = url.searchParams.get('q') ?? ''
-  return paginate(providerModels.filter((m) => m.provider_id === prov.id && matches(q, m.model_id, m.model_name)), url)
+  return paginate(
+    providerModels.filter((m) => m.provider_id === prov.id && matches(q, m.model_id, m.model_name)),
+    url,
+  )
 })
 route('PATCH', '/api/providers/{id}/models/{model}', async ({ req, p }) => {
   adminUser(req)
   const prov = findProvider(p.id)
-  const m = providerModels.find((x) => x.provider_id === prov.id && x.model_id === decodeURIComponent(p.model)) ?? fail(404, 'not_found', 'No such model')
+  const m =
+    providerModels.find((x) => x.provider_id === prov.id && x.model_id === decodeURIComponent(p.model)) ??
+    fail(404, 'not_found', 'No such model')
   const b = await readBody(req)
   validate([['status', b.status === 0 || b.status === 1, '0 or 1']])
   m.status = b.status
@@ -356,13 +439,19 @@ route('PATCH', '/api/providers/{id}/models/{model}', async ({ req, p }) => {
 function validateConfig(b) {
   const num = (v) => typeof v === 'number' && Number.isFinite(v)
   validate([
-    ['temperature', b.temperature === undefined || (num(b.temperature) && b.temperature >= 0 && b.temperature <= 2), 'must be between 0 and 2'],
+    [
+      'temperature',
+      b.temperature === undefined || (num(b.temperature) && b.temperature >= 0 && b.temperature <= 2),
+      'must be between 0 and 2',
+    ],
     ['top_p', b.top_p === undefined || (num(b.top_p) && b.top_p >= 0 && b.top_p <= 1), 'must be between 0 and 1'],
     ['max_tokens', b.max_tokens === undefined || (Number.isInteger(b.max_tokens) && b.max_tokens >= 1), 'must be at least 1'],
     ['top_k', b.top_k === undefined || (num(b.top_k) && b.top_k >= 0), 'must be 0 or more'],
   ])
 }
-const ownConfig = (u, id) => modelConfigs.find((c) => c.id === decodeURIComponent(id) && c.user_id === u.id) ?? fail(404, 'not_found', 'No such model config')
+const ownConfig = (u, id) =>
+  modelConfigs.find((c) => c.id === decodeURIComponent(id) && c.user_id === u.id) ??
+  fail(404, 'not_found', 'No such model config')
 const publicConfig = ({ user_id, ...c }) => c
 
 route('GET', '/api/model-configs', ({ req, url }) => {
@@ -374,13 +463,26 @@ route('POST', '/api/model-configs', async ({ req }) => {
   const u = authUser(req)
   const b = await readBody(req)
   validateConfig(b)
-  const prov = providers.find((p) => p.id === b.provider_id) ?? fail(422, 'validation_failed', 'Unknown provider', { provider_id: 'unknown provider' })
+  const prov =
+    providers.find((p) => p.id === b.provider_id) ??
+    fail(422, 'validation_failed', 'Unknown provider', { provider_id: 'unknown provider' })
   const pm = providerModels.find((m) => m.provider_id === prov.id && m.model_id === b.model_id && m.status === 1)
   if (!pm) fail(422, 'validation_failed', 'Model not enabled', { model_id: 'not an enabled model of this provider' })
   const c = {
-    id: randomUUID(), user_id: u.id, provider_id: prov.id, provider_name: prov.name, model_id: b.model_id, model_name: b.model_name || pm.model_name,
-    type: b.type ?? 'text', temperature: b.temperature ?? 0.7, max_tokens: b.max_tokens ?? 8192, top_p: b.top_p ?? 0.9, top_k: b.top_k ?? 0,
-    status: b.status ?? 1, created_at: now(), updated_at: null,
+    id: randomUUID(),
+    user_id: u.id,
+    provider_id: prov.id,
+    provider_name: prov.name,
+    model_id: b.model_id,
+    model_name: b.model_name || pm.model_name,
+    type: b.type ?? 'text',
+    temperature: b.temperature ?? 0.7,
+    max_tokens: b.max_tokens ?? 8192,
+    top_p: b.top_p ?? 0.9,
+    top_k: b.top_k ?? 0,
+    status: b.status ?? 1,
+    created_at: now(),
+    updated_at: null,
   }
   modelConfigs.push(c)
   return [201, publicConfig(c)]
@@ -390,7 +492,8 @@ route('PATCH', '/api/model-configs/{id}', async ({ req, p }) => {
   const c = ownConfig(authUser(req), p.id)
   const b = await readBody(req)
   validateConfig(b)
-  for (const k of ['model_name', 'type', 'temperature', 'max_tokens', 'top_p', 'top_k', 'status']) if (b[k] !== undefined) c[k] = b[k]
+  for (const k of ['model_name', 'type', 'temperature', 'max_tokens', 'top_p', 'top_k', 'status'])
+    if (b[k] !== undefined) c[k] = b[k]
   c.updated_at = now()
   return publicConfig(c)
 })
@@ -400,13 +503,16 @@ route('DELETE', '/api/model-configs/{id}', ({ req, p }) => {
   return [204]
 })
 
-const ownSession = (u, id) => sessions.find((s) => s.id === Number(id) && s.user_id === u.id) ?? fail(404, 'not_found', 'No such session')
+const ownSession = (u, id) =>
+  sessions.find((s) => s.id === Number(id) && s.user_id === u.id) ?? fail(404, 'not_found', 'No such session')
 const publicSession = ({ user_id, ...s }) => s
 
 route('GET', '/api/chat/sessions', ({ req, url }) => {
   const u = authUser(req)
   const q = url.searchParams.get('q') ?? ''
-  const list = sessions.filter((s) => s.user_id === u.id && matches(q, s.title)).sort((a, b) => (b.updated_at ?? b.created_at).localeCompare(a.updated_at ?? a.created_at))
+  const list = sessions
+    .filter((s) => s.user_id === u.id && matches(q, s.title))
+    .sort((a, b) => (b.updated_at ?? b.created_at).localeCompare(a.updated_at ?? a.created_at))
   return paginate(list.map(publicSession), url)
 })
 route('POST', '/api/chat/sessions', async ({ req }) => {
@@ -433,7 +539,10 @@ route('DELETE', '/api/chat/sessions/{id}', ({ req, p }) => {
 })
 route('GET', '/api/chat/sessions/{id}/messages', ({ req, p, url }) => {
   const s = ownSession(authUser(req), p.id)
-  return paginate(messages.filter((m) => m.session_id === s.id), url)
+  return paginate(
+    messages.filter((m) => m.session_id === s.id),
+    url,
+  )
 })
 route('POST', '/api/chat/sessions/{id}/stop', ({ req, p }) => {
   const s = ownSession(authUser(req), p.id)
@@ -445,21 +554,43 @@ route('GET', '/api/chat/sessions/{id}/export', ({ req, p, url, res }) => {
   const s = ownSession(authUser(req), p.id)
   const list = messages.filter((m) => m.session_id === s.id)
   const fmt = url.searchParams.get('format') ?? 'md'
-  const body = fmt === 'json' ? JSON.stringify({ session: publicSession(s), messages: list }, null, 2) : list.map((m) => `### ${m.role}\n\n${m.content}\n`).join('\n')
-  res.writeHead(200, { 'Content-Type': fmt === 'json' ? 'application/json' : 'text/markdown', 'Content-Disposition': `attachment; filename="session-${s.id}.${fmt}"` })
+  const body =
+    fmt === 'json'
+      ? JSON.stringify({ session: publicSession(s), messages: list }, null, 2)
+      : list.map((m) => `### ${m.role}\n\n${m.content}\n`).join('\n')
+  res.writeHead(200, {
+    'Content-Type': fmt === 'json' ? 'application/json' : 'text/markdown',
+    'Content-Disposition': `attachment; filename="session-${s.id}.${fmt}"`,
+  })
   res.end(body)
   return null
 })
 
 async function chatStream({ req, res, s, content, configId, userMsg }) {
-  const cfg = modelConfigs.find((c) => c.id === configId) ?? fail(422, 'validation_failed', 'Unknown model config', { model_config_id: 'unknown' })
+  const cfg =
+    modelConfigs.find((c) => c.id === configId) ??
+    fail(422, 'validation_failed', 'Unknown model config', { model_config_id: 'unknown' })
   const emit = sse(res)
-  const assistant = { id: nextId(), session_id: s.id, role: 'assistant', content: '', reasoning: '', model_name: cfg.model_name, model_config_id: cfg.id, created_at: now() }
+  const assistant = {
+    id: nextId(),
+    session_id: s.id,
+    role: 'assistant',
+    content: '',
+    reasoning: '',
+    model_name: cfg.model_name,
+    model_config_id: cfg.id,
+    created_at: now(),
+  }
   emit('meta', { session_id: s.id, user_message_id: userMsg.id, assistant_message_id: assistant.id, model: cfg.model_name })
   const state = { stopped: false }
   running.set(s.id, state)
   req.on('close', () => (state.stopped = true))
-  const out = await streamAnswer(emit, () => state.stopped, {}, { fail: cfg.model_id.includes('fail'), slow: content.includes('slow') })
+  const out = await streamAnswer(
+    emit,
+    () => state.stopped,
+    {},
+    { fail: cfg.model_id.includes('fail'), slow: content.includes('slow') },
+  )
   running.delete(s.id)
   Object.assign(assistant, { content: out.content, reasoning: out.reasoning, finish_reason: out.finish })
   messages.push(assistant)
@@ -473,7 +604,10 @@ route('POST', '/api/chat/sessions/{id}/messages', async ({ req, res, p }) => {
   const u = authUser(req)
   const s = ownSession(u, p.id)
   const b = await readBody(req)
-  validate([['content', !!String(b.content ?? '').trim(), 'required'], ['model_config_id', !!b.model_config_id, 'required']])
+  validate([
+    ['content', !!String(b.content ?? '').trim(), 'required'],
+    ['model_config_id', !!b.model_config_id, 'required'],
+  ])
   const userMsg = { id: nextId(), session_id: s.id, role: 'user', content: b.content, created_at: now() }
   messages.push(userMsg)
   return chatStream({ req, res, s, content: b.content, configId: b.model_config_id, userMsg })
@@ -484,13 +618,17 @@ route('POST', '/api/chat/sessions/{id}/regenerate', async ({ req, res, p }) => {
   const list = messages.filter((m) => m.session_id === s.id)
   const last = list.at(-1)
   if (last?.role === 'assistant') messages.splice(messages.indexOf(last), 1)
-  const userMsg = messages.filter((m) => m.session_id === s.id && m.role === 'user').at(-1) ?? fail(409, 'nothing_to_regenerate', 'No message to answer')
+  const userMsg =
+    messages.filter((m) => m.session_id === s.id && m.role === 'user').at(-1) ??
+    fail(409, 'nothing_to_regenerate', 'No message to answer')
   return chatStream({ req, res, s, content: userMsg.content, configId: b.model_config_id ?? last?.model_config_id, userMsg })
 })
 route('PUT', '/api/chat/sessions/{id}/messages/{mid}', async ({ req, res, p }) => {
   const s = ownSession(authUser(req), p.id)
   const b = await readBody(req)
-  const userMsg = messages.find((m) => m.id === Number(p.mid) && m.session_id === s.id && m.role === 'user') ?? fail(404, 'not_found', 'No such message')
+  const userMsg =
+    messages.find((m) => m.id === Number(p.mid) && m.session_id === s.id && m.role === 'user') ??
+    fail(404, 'not_found', 'No such message')
   userMsg.content = b.content
   const idx = messages.indexOf(userMsg)
   for (let i = messages.length - 1; i > idx; i--) if (messages[i].session_id === s.id) messages.splice(i, 1)
@@ -512,22 +650,41 @@ async function runComparison({ req, res, test }) {
       }
       emit('meta', { model: cfg.model_name, model_config_id: id })
       const out = await streamAnswer(emit, () => closed, { model_config_id: id }, { fail: cfg.model_id.includes('fail') })
-      return { model_config_id: id, model_name: cfg.model_name, content: out.content, reasoning: out.reasoning, error: out.error ?? null, finish_reason: out.finish }
+      return {
+        model_config_id: id,
+        model_name: cfg.model_name,
+        content: out.content,
+        reasoning: out.reasoning,
+        error: out.error ?? null,
+        finish_reason: out.finish,
+      }
     }),
   )
   test.results = outs
   res.end()
   return null
 }
-const ownTest = (u, id) => comparisons.find((c) => c.id === Number(id) && c.user_id === u.id) ?? fail(404, 'not_found', 'No such comparison')
+const ownTest = (u, id) =>
+  comparisons.find((c) => c.id === Number(id) && c.user_id === u.id) ?? fail(404, 'not_found', 'No such comparison')
 const publicTest = ({ user_id, ...c }) => c
 
 route('POST', '/api/comparisons', async ({ req, res }) => {
   const u = authUser(req)
   const b = await readBody(req)
   const ids = Array.isArray(b.model_config_ids) ? b.model_config_ids : []
-  validate([['input', !!String(b.input ?? '').trim(), 'required'], ['model_config_ids', ids.length >= 2 && ids.length <= 8, 'between 2 and 8 model configs']])
-  const test = { id: nextId(), user_id: u.id, test_name: b.test_name || String(b.input).slice(0, 30), input_data: b.input, model_config_ids: ids, results: [], created_at: now() }
+  validate([
+    ['input', !!String(b.input ?? '').trim(), 'required'],
+    ['model_config_ids', ids.length >= 2 && ids.length <= 8, 'between 2 and 8 model configs'],
+  ])
+  const test = {
+    id: nextId(),
+    user_id: u.id,
+    test_name: b.test_name || String(b.input).slice(0, 30),
+    input_data: b.input,
+    model_config_ids: ids,
+    results: [],
+    created_at: now(),
+  }
   comparisons.unshift(test)
   return runComparison({ req, res, test })
 })
@@ -542,11 +699,19 @@ route('DELETE', '/api/comparisons/{id}', ({ req, p }) => {
   comparisons.splice(comparisons.indexOf(t), 1)
   return [204]
 })
-route('POST', '/api/comparisons/{id}/rerun', async ({ req, res, p }) => runComparison({ req, res, test: ownTest(authUser(req), p.id) }))
+route('POST', '/api/comparisons/{id}/rerun', async ({ req, res, p }) =>
+  runComparison({ req, res, test: ownTest(authUser(req), p.id) }),
+)
 route('GET', '/api/comparisons/{id}/export', ({ req, p, url, res }) => {
   const t = ownTest(authUser(req), p.id)
   const fmt = url.searchParams.get('format') ?? 'json'
-  const body = fmt === 'csv' ? 'model_config_id,content\n' + t.results.map((r) => `${r.model_config_id},"${String(r.content ?? '').replace(/"/g, '""')}"`).join('\n') : fmt === 'md' ? t.results.map((r) => `## ${r.model_name}\n\n${r.content}`).join('\n\n') : JSON.stringify(publicTest(t), null, 2)
+  const body =
+    fmt === 'csv'
+      ? 'model_config_id,content\n' +
+        t.results.map((r) => `${r.model_config_id},"${String(r.content ?? '').replace(/"/g, '""')}"`).join('\n')
+      : fmt === 'md'
+        ? t.results.map((r) => `## ${r.model_name}\n\n${r.content}`).join('\n\n')
+        : JSON.stringify(publicTest(t), null, 2)
   res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Disposition': `attachment; filename="comparison-${t.id}.${fmt}"` })
   res.end(body)
   return null
@@ -558,7 +723,10 @@ function crud(path, store, { validateBody, searchFields, readOnly = () => false 
     authUser(req)
     const q = url.searchParams.get('q') ?? ''
     const cat = url.searchParams.get('category') ?? ''
-    return paginate(store.filter((x) => matches(q, ...searchFields.map((f) => x[f])) && (!cat || x.category === cat)), url)
+    return paginate(
+      store.filter((x) => matches(q, ...searchFields.map((f) => x[f])) && (!cat || x.category === cat)),
+      url,
+    )
   })
   route('POST', path, async ({ req }) => {
     const u = authUser(req)
@@ -586,16 +754,32 @@ function crud(path, store, { validateBody, searchFields, readOnly = () => false 
 }
 crud('/api/system-prompts', systemPrompts, {
   searchFields: ['name', 'content', 'description'],
-  validateBody: (b) => validate([['name', !!b.name, 'required'], ['content', !!b.content, 'required']]),
+  validateBody: (b) =>
+    validate([
+      ['name', !!b.name, 'required'],
+      ['content', !!b.content, 'required'],
+    ]),
   readOnly: (item, u) => item.is_system && u.role !== 'admin',
 })
 crud('/api/test-prompts', testPrompts, {
   searchFields: ['title', 'content'],
-  validateBody: (b) => validate([['title', !!b.title, 'required'], ['content', !!b.content, 'required']]),
+  validateBody: (b) =>
+    validate([
+      ['title', !!b.title, 'required'],
+      ['content', !!b.content, 'required'],
+    ]),
 })
 
 // ---------------------------------------------------------------- static files (SPA)
-const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png', '.woff2': 'font/woff2', '.ico': 'image/x-icon' }
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript',
+  '.css': 'text/css',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.woff2': 'font/woff2',
+  '.ico': 'image/x-icon',
+}
 async function serveStatic(res, pathname) {
   const file = resolve(DIST, `.${decodeURIComponent(pathname)}`)
   let target = join(DIST, 'index.html')
@@ -628,7 +812,9 @@ const server = createServer(async (req, res) => {
   } catch (err) {
     if (res.headersSent) return res.end()
     if (err instanceof HttpError) {
-      return send(res, err.status, { error: { code: err.code, message: err.message, ...(err.fields ? { fields: err.fields } : {}) } })
+      return send(res, err.status, {
+        error: { code: err.code, message: err.message, ...(err.fields ? { fields: err.fields } : {}) },
+      })
     }
     console.error(err)
     return send(res, 500, { error: { code: 'internal', message: 'Internal error' } })

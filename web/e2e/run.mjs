@@ -87,20 +87,29 @@ function withTimeout(p, ms, name) {
   ])
 }
 
-const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')
+const slug = (s) =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
 const assert = (cond, msg) => {
   if (!cond) throw new Error(msg)
 }
 
 /** An Element Plus input by data-testid (the attribute lands on the <input> or its wrapper). */
-const field = (id) => page.locator(`input[data-testid="${id}"], textarea[data-testid="${id}"], [data-testid="${id}"] input`).first()
+const field = (id) =>
+  page.locator(`input[data-testid="${id}"], textarea[data-testid="${id}"], [data-testid="${id}"] input`).first()
 
 async function settle() {
   await page.waitForLoadState('networkidle', { timeout: STEP_TIMEOUT }).catch(() => {})
   // Wait for loading masks to go away: a page that never stops loading fails the step.
-  await page.waitForFunction(() => ![...document.querySelectorAll('.el-loading-mask')].some((m) => m.offsetParent !== null), null, {
-    timeout: STEP_TIMEOUT,
-  })
+  await page.waitForFunction(
+    () => ![...document.querySelectorAll('.el-loading-mask')].some((m) => m.offsetParent !== null),
+    null,
+    {
+      timeout: STEP_TIMEOUT,
+    },
+  )
 }
 
 async function visibleErrors() {
@@ -214,7 +223,10 @@ async function main() {
       await page.locator('[data-testid="menu-toggle"]').click()
       const drawer = page.locator('.menu-drawer')
       await drawer.waitFor()
-      await drawer.locator('.el-menu-item').filter({ hasText: /测试提示词|Test prompts/ }).click()
+      await drawer
+        .locator('.el-menu-item')
+        .filter({ hasText: /测试提示词|Test prompts/ })
+        .click()
       await page.waitForURL((u) => u.pathname === '/test-prompts')
       await drawer.waitFor({ state: 'hidden' })
       await page.setViewportSize(DESKTOP)
@@ -252,7 +264,11 @@ async function main() {
         await page.goto(`${BASE}/playground`)
         await settle()
         await page.waitForTimeout(TOKEN_WAIT_S * 1000)
-        await page.locator('.el-menu-item').filter({ hasText: /模型配置|Model configs/ }).first().click()
+        await page
+          .locator('.el-menu-item')
+          .filter({ hasText: /模型配置|Model configs/ })
+          .first()
+          .click()
         await page.waitForURL((u) => u.pathname === '/model-configs')
         await settle()
         const errors = await visibleErrors()
@@ -306,21 +322,39 @@ async function main() {
       await field('users-search').press('Enter')
       await settle()
       const row = () => page.locator('[data-testid="users-table"] .el-table__row').filter({ hasText: newEmail })
-      await row().getByRole('button', { name: /^(禁用|Disable)$/ }).click()
+      await row()
+        .getByRole('button', { name: /^(禁用|Disable)$/ })
+        .click()
       await confirmBox()
-      await row().getByText(/^(已禁用|Disabled)$/).waitFor()
-      await row().getByRole('button', { name: /^(启用|Enable)$/ }).click()
-      await row().getByText(/^(正常|Active)$/).waitFor()
+      await row()
+        .getByText(/^(已禁用|Disabled)$/)
+        .waitFor()
+      await row()
+        .getByRole('button', { name: /^(启用|Enable)$/ })
+        .click()
+      await row()
+        .getByText(/^(正常|Active)$/)
+        .waitFor()
       await row().locator('.el-select').click()
       await pickOption(/^(管理员|Admin)$/)
-      await page.locator('.el-message--success').filter({ hasText: /角色已修改|Role changed/ }).first().waitFor()
+      await page
+        .locator('.el-message--success')
+        .filter({ hasText: /角色已修改|Role changed/ })
+        .first()
+        .waitFor()
       await row().locator('.el-select').click()
       await pickOption(/^(普通用户|User)$/)
       await settle()
-      await row().getByRole('button', { name: /重置密码|Reset password/ }).click()
+      await row()
+        .getByRole('button', { name: /重置密码|Reset password/ })
+        .click()
       await page.locator('.el-dialog:visible input[type="password"]').fill('E2e-new-password-456!')
       await page.locator('.el-dialog:visible .el-button--primary').click()
-      await page.locator('.el-message--success').filter({ hasText: /密码已重置|Password reset/ }).first().waitFor()
+      await page
+        .locator('.el-message--success')
+        .filter({ hasText: /密码已重置|Password reset/ })
+        .first()
+        .waitFor()
     })
 
     await step('removing the last active admin is refused with the server message', async () => {
@@ -354,7 +388,10 @@ async function main() {
     await step('log out', async () => {
       await page.goto(`${BASE}/playground`)
       await page.locator('[data-testid="user-menu"]').click()
-      await page.locator('.el-dropdown-menu__item').filter({ hasText: /退出登录|Log out/ }).click()
+      await page
+        .locator('.el-dropdown-menu__item')
+        .filter({ hasText: /退出登录|Log out/ })
+        .click()
       await page.waitForURL(/\/login/)
       // The refresh cookie is gone: a reload does not bring the session back.
       await page.goto(`${BASE}/playground`)
@@ -466,7 +503,11 @@ async function modelFlow() {
     await pickOption(providerName)
     await page.locator('[data-testid="config-model"]').click()
     await pickOption(model)
-    await page.locator('.el-dialog:visible .el-form-item').filter({ hasText: /显示名称|Display name/ }).locator('input').fill(name)
+    await page
+      .locator('.el-dialog:visible .el-form-item')
+      .filter({ hasText: /显示名称|Display name/ })
+      .locator('input')
+      .fill(name)
     await page.locator('[data-testid="config-submit"]').click()
     await page.locator('.el-message--success').first().waitFor()
     await page.locator('[data-testid="configs-table"]').getByText(name).first().waitFor()
@@ -488,7 +529,9 @@ async function modelFlow() {
   })
 
   await step(`create a model config for ${mainModel}`, () => configFor(mainModel, mainName))
-  await step(`create a second config for the comparison`, () => configFor(FAIL_MODEL || mainModel, FAIL_MODEL ? failName : otherName))
+  await step(`create a second config for the comparison`, () =>
+    configFor(FAIL_MODEL || mainModel, FAIL_MODEL ? failName : otherName),
+  )
 
   await step('chat: the answer streams with reasoning and Markdown, model HTML stays inert', async () => {
     await page.goto(`${BASE}/playground`)
@@ -507,7 +550,9 @@ async function modelFlow() {
     const pwned = await page.evaluate(() => window.__pwned === true)
     assert(!pwned, 'model output ran script')
     const hasReasoning = (await answer.locator('[data-testid="reasoning-panel"]').count()) > 0
-    log(`       reasoning panel: ${hasReasoning ? 'filled' : 'none (the model sent no reasoning)'}; code blocks: ${await md.locator('.code-block').count()}`)
+    log(
+      `       reasoning panel: ${hasReasoning ? 'filled' : 'none (the model sent no reasoning)'}; code blocks: ${await md.locator('.code-block').count()}`,
+    )
     await shot('playground-answer', DESKTOP)
     await page.setViewportSize(PHONE)
     await shot('playground-answer', PHONE)
@@ -523,7 +568,10 @@ async function modelFlow() {
     const stillStreaming = await stop.isVisible()
     if (stillStreaming) await stop.click()
     await page.locator('[data-testid="send"]').waitFor()
-    const badge = await answer.locator('[data-testid="metrics-badge"]').innerText().catch(() => '')
+    const badge = await answer
+      .locator('[data-testid="metrics-badge"]')
+      .innerText()
+      .catch(() => '')
     if (stillStreaming) assert(/已停止|Stopped/.test(badge), `answer not marked stopped: ${badge}`)
     else log('       the answer finished before stop could be pressed')
   })
@@ -533,7 +581,10 @@ async function modelFlow() {
     await page.locator('[data-testid="regenerate"]').click()
     await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
     await page.locator('[data-testid="msg-assistant"]').last().locator('[data-testid="metrics-badge"]').waitFor()
-    assert((await page.locator('[data-testid="msg-assistant"]').count()) === before, 'regenerate added an answer instead of replacing it')
+    assert(
+      (await page.locator('[data-testid="msg-assistant"]').count()) === before,
+      'regenerate added an answer instead of replacing it',
+    )
   })
 
   await step('chat: edit-and-resend replaces the answer after the edited message', async () => {
@@ -575,40 +626,47 @@ async function modelFlow() {
     await search.press('Enter')
     await settle()
     assert((await page.locator('[data-testid="session-item"]').count()) === 1, 'search did not narrow the list')
-    await page.locator('[data-testid="session-item"]').first().getByRole('button', { name: /删除|Delete/ }).click()
+    await page
+      .locator('[data-testid="session-item"]')
+      .first()
+      .getByRole('button', { name: /删除|Delete/ })
+      .click()
     await confirmBox()
     await page.locator('[data-testid="session-item"]').filter({ hasText: title }).waitFor({ state: 'detached' })
     await search.fill('')
     await search.press('Enter')
   })
 
-  await step(FAIL_MODEL ? 'compare two models, one failing while the other finishes' : 'compare two configs side by side', async () => {
-    await page.goto(`${BASE}/comparison`)
-    await settle()
-    await page.locator('[data-testid="compare-models"]').click()
-    await pickOption(mainName)
-    await pickOption(FAIL_MODEL ? failName : otherName)
-    await page.keyboard.press('Escape')
-    await field('compare-input').fill('Say hello in three languages.')
-    await page.locator('[data-testid="compare-run"]').click()
-    await page.locator('[data-testid="compare-columns"]').waitFor()
-    await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
-    const cols = page.locator('[data-testid="compare-column"]')
-    assert((await cols.count()) === 2, `expected 2 columns, got ${await cols.count()}`)
-    const errors = await page.locator('[data-testid="column-error"]').count()
-    if (FAIL_MODEL) {
-      assert(errors === 1, `expected exactly one failed column, got ${errors}`)
-      const ok = cols.filter({ hasNot: page.locator('[data-testid="column-error"]') })
-      assert((await ok.locator('.markdown').count()) === 1, 'the healthy column has no answer')
-    } else {
-      assert(errors === 0, `${errors} columns failed`)
-    }
-    await shot('comparison-result', DESKTOP)
-    await page.setViewportSize(PHONE)
-    await shot('comparison-result', PHONE)
-    await page.setViewportSize(DESKTOP)
-    await page.locator('[data-testid="compare-history"] .el-table__row').first().waitFor()
-  })
+  await step(
+    FAIL_MODEL ? 'compare two models, one failing while the other finishes' : 'compare two configs side by side',
+    async () => {
+      await page.goto(`${BASE}/comparison`)
+      await settle()
+      await page.locator('[data-testid="compare-models"]').click()
+      await pickOption(mainName)
+      await pickOption(FAIL_MODEL ? failName : otherName)
+      await page.keyboard.press('Escape')
+      await field('compare-input').fill('Say hello in three languages.')
+      await page.locator('[data-testid="compare-run"]').click()
+      await page.locator('[data-testid="compare-columns"]').waitFor()
+      await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+      const cols = page.locator('[data-testid="compare-column"]')
+      assert((await cols.count()) === 2, `expected 2 columns, got ${await cols.count()}`)
+      const errors = await page.locator('[data-testid="column-error"]').count()
+      if (FAIL_MODEL) {
+        assert(errors === 1, `expected exactly one failed column, got ${errors}`)
+        const ok = cols.filter({ hasNot: page.locator('[data-testid="column-error"]') })
+        assert((await ok.locator('.markdown').count()) === 1, 'the healthy column has no answer')
+      } else {
+        assert(errors === 0, `${errors} columns failed`)
+      }
+      await shot('comparison-result', DESKTOP)
+      await page.setViewportSize(PHONE)
+      await shot('comparison-result', PHONE)
+      await page.setViewportSize(DESKTOP)
+      await page.locator('[data-testid="compare-history"] .el-table__row').first().waitFor()
+    },
+  )
 
   await step('comparison: a test prompt fills the input, re-run from history streams again', async () => {
     await page.locator('[data-testid="compare-test-prompt"]').click()

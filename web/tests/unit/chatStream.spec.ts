@@ -13,7 +13,10 @@ describe('answer state from stream events', () => {
     expect(a.streaming).toBe(true)
     applyAnswerEvent(a, {
       event: 'done',
-      data: { finish_reason: 'stop', metrics: { ttft_ms: 5, ttfa_ms: 9, reasoning_tokens: 2, answer_tokens: 3, answer_tokens_per_s: 30, total_ms: 100 } },
+      data: {
+        finish_reason: 'stop',
+        metrics: { ttft_ms: 5, ttfa_ms: 9, reasoning_tokens: 2, answer_tokens: 3, answer_tokens_per_s: 30, total_ms: 100 },
+      },
     })
     expect(a).toMatchObject({ reasoning: 'think more', content: '# Hi there', finishReason: 'stop', streaming: false })
     expect(a.metrics?.answer_tokens_per_s).toBe(30)
@@ -32,7 +35,9 @@ describe('answer state from stream events', () => {
 describe('saved comparison results', () => {
   it('accepts a list or a map keyed by config id', () => {
     const base = { id: 1, test_name: 't', created_at: '' }
-    expect(normalizeResults({ ...base, results: [{ model_config_id: 'a', content: 'x' }] })).toEqual([{ model_config_id: 'a', content: 'x' }])
+    expect(normalizeResults({ ...base, results: [{ model_config_id: 'a', content: 'x' }] })).toEqual([
+      { model_config_id: 'a', content: 'x' },
+    ])
     expect(normalizeResults({ ...base, results: { b: { model_config_id: '', content: 'y' } } })[0]?.content).toBe('y')
     expect(normalizeResults({ ...base, results: { c: { content: 'z' } as never } })[0]?.model_config_id).toBe('c')
     expect(normalizeResults({ ...base, results: null })).toEqual([])

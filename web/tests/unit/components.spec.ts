@@ -47,7 +47,14 @@ describe('MetricBadge', () => {
     i18n.global.locale.value = 'en'
     const w = mount(MetricBadge, {
       props: {
-        metrics: { ttft_ms: 1500, ttfa_ms: 2000, reasoning_tokens: 7, answer_tokens: 42, answer_tokens_per_s: 21.04, total_ms: 4000 },
+        metrics: {
+          ttft_ms: 1500,
+          ttfa_ms: 2000,
+          reasoning_tokens: 7,
+          answer_tokens: 42,
+          answer_tokens_per_s: 21.04,
+          total_ms: 4000,
+        },
         finishReason: 'stopped',
       },
       global,

@@ -14,7 +14,10 @@ import ProvidersView from '@/views/models/ProvidersView.vue'
 import TestPromptsView from '@/views/chat/TestPromptsView.vue'
 
 const icons = { install: (app: App) => Object.entries(Icons).forEach(([n, c]) => app.component(n, c as Component)) }
-const mountPage = (c: Component) => mount(c, { global: { plugins: [i18n, ElementPlus, icons], stubs: { RouterLink: true, transition: false, 'transition-group': false } } })
+const mountPage = (c: Component) =>
+  mount(c, {
+    global: { plugins: [i18n, ElementPlus, icons], stubs: { RouterLink: true, transition: false, 'transition-group': false } },
+  })
 const empty = { items: [], total: 0, page: 1, page_size: 20 }
 
 describe('pages show API errors and empty lists visibly', () => {
@@ -47,7 +50,16 @@ describe('pages show API errors and empty lists visibly', () => {
 
   it('test prompts: rows render, and a 422 on save shows inline field errors', async () => {
     vi.spyOn(promptsApi, 'listTestPrompts').mockResolvedValue({
-      items: [{ id: 1, title: 'Primes', content: 'Name three primes', created_by: 1, created_at: '2026-01-01T00:00:00Z', updated_at: null }],
+      items: [
+        {
+          id: 1,
+          title: 'Primes',
+          content: 'Name three primes',
+          created_by: 1,
+          created_at: '2026-01-01T00:00:00Z',
+          updated_at: null,
+        },
+      ],
       total: 1,
       page: 1,
       page_size: 20,

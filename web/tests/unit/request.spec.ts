@@ -5,7 +5,16 @@ import { authClient, configureSession } from '@/api/session'
 import { ApiError } from '@/api/errors'
 import type { TokenAnswer } from '@/api/types'
 
-const user = { id: 1, email: 'a@b.c', nickname: null, role: 'admin', is_admin: true, is_active: true, created_at: '', updated_at: null } as const
+const user = {
+  id: 1,
+  email: 'a@b.c',
+  nickname: null,
+  role: 'admin',
+  is_admin: true,
+  is_active: true,
+  created_at: '',
+  updated_at: null,
+} as const
 
 function respond(config: InternalAxiosRequestConfig, status: number, data: unknown): Promise<AxiosResponse> {
   const response = { data, status, statusText: String(status), headers: {}, config } as AxiosResponse

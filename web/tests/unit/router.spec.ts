@@ -7,7 +7,16 @@ import { useAuthStore } from '@/stores/auth'
 import type { User } from '@/api/types'
 
 const Dummy = defineComponent({ template: '<div />' })
-const user: User = { id: 2, email: 'u@example.com', nickname: null, role: 'user', is_admin: false, is_active: true, created_at: '', updated_at: null }
+const user: User = {
+  id: 2,
+  email: 'u@example.com',
+  nickname: null,
+  role: 'user',
+  is_admin: false,
+  is_active: true,
+  created_at: '',
+  updated_at: null,
+}
 
 function makeRouter() {
   const router = createRouter({
@@ -47,7 +56,12 @@ describe('route guard', () => {
   })
 
   it('lets admins in and sends a logged-in user away from login', async () => {
-    useAuthStore().setSession({ access_token: 't', token_type: 'Bearer', expires_in: 900, user: { ...user, role: 'admin', is_admin: true } })
+    useAuthStore().setSession({
+      access_token: 't',
+      token_type: 'Bearer',
+      expires_in: 900,
+      user: { ...user, role: 'admin', is_admin: true },
+    })
     const router = makeRouter()
     await router.push('/admin/users')
     expect(router.currentRoute.value.name).toBe('admin-users')

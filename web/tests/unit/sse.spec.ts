@@ -118,7 +118,9 @@ describe('streamRequest', () => {
     token = 'new'
     vi.stubGlobal(
       'fetch',
-      vi.fn(async () => new Response(JSON.stringify({ error: { code: 'not_found', message: 'no such session' } }), { status: 404 })),
+      vi.fn(
+        async () => new Response(JSON.stringify({ error: { code: 'not_found', message: 'no such session' } }), { status: 404 }),
+      ),
     )
     await expect(streamRequest('/api/x', { onEvent: () => {} })).rejects.toMatchObject({ status: 404, code: 'not_found' })
   })

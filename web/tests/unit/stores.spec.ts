@@ -8,7 +8,16 @@ import { usePreferencesStore } from '@/stores/preferences'
 import { i18n } from '@/locales'
 import type { User } from '@/api/types'
 
-const admin: User = { id: 1, email: 'root@example.com', nickname: 'Root', role: 'admin', is_admin: true, is_active: true, created_at: '', updated_at: null }
+const admin: User = {
+  id: 1,
+  email: 'root@example.com',
+  nickname: 'Root',
+  role: 'admin',
+  is_admin: true,
+  is_active: true,
+  created_at: '',
+  updated_at: null,
+}
 const plain: User = { ...admin, id: 2, email: 'u@example.com', nickname: null, role: 'user', is_admin: false }
 
 function respond(config: InternalAxiosRequestConfig, status: number, data: unknown): AxiosResponse {

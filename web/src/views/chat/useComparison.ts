@@ -47,7 +47,8 @@ export function useComparison() {
 
   const enabledConfigs = computed(() => configs.value.filter((c) => isEnabled(c.status)))
   const canRun = computed(
-    () => !running.value && input.value.trim() !== '' && selected.value.length >= MIN_MODELS && selected.value.length <= MAX_MODELS,
+    () =>
+      !running.value && input.value.trim() !== '' && selected.value.length >= MIN_MODELS && selected.value.length <= MAX_MODELS,
   )
 
   function labelOf(id: string): string {
@@ -212,7 +213,19 @@ export function useComparison() {
 
   /** Exports what is on screen when the run has no saved id (e.g. it failed before `meta`). */
   function exportCurrentJson(): void {
-    const data = { input: input.value, test_name: testName.value, results: columns.value.map(({ configId, label, content, reasoning, error, metrics, finishReason }) => ({ model_config_id: configId, model_name: label, content, reasoning, error, metrics, finish_reason: finishReason })) }
+    const data = {
+      input: input.value,
+      test_name: testName.value,
+      results: columns.value.map(({ configId, label, content, reasoning, error, metrics, finishReason }) => ({
+        model_config_id: configId,
+        model_name: label,
+        content,
+        reasoning,
+        error,
+        metrics,
+        finish_reason: finishReason,
+      })),
+    }
     saveText('comparison.json', JSON.stringify(data, null, 2), 'application/json')
   }
 

@@ -19,7 +19,9 @@ export function useSystemPrompts() {
   const visible = computed(() =>
     list.query.category ? list.items.value.filter((p) => p.category === list.query.category) : list.items.value,
   )
-  const categories = computed(() => [...new Set([...PROMPT_CATEGORIES, ...list.items.value.map((p) => p.category)])].filter(Boolean))
+  const categories = computed(() =>
+    [...new Set([...PROMPT_CATEGORIES, ...list.items.value.map((p) => p.category)])].filter(Boolean),
+  )
 
   const canEdit = (p: SystemPrompt) => !p.is_system || auth.isAdmin
 
@@ -30,7 +32,15 @@ export function useSystemPrompts() {
   const form = reactive<Required<SystemPromptInput>>(emptyForm())
 
   function emptyForm(): Required<SystemPromptInput> {
-    return { name: '', content: '', description: '', format_type: 'openai', category: 'general', is_default: false, is_system: false }
+    return {
+      name: '',
+      content: '',
+      description: '',
+      format_type: 'openai',
+      category: 'general',
+      is_default: false,
+      is_system: false,
+    }
   }
 
   function openCreate(): void {

@@ -67,5 +67,18 @@ export function useTestPrompts() {
     }
   }
 
-  return { ...list, visible, categories, dialogOpen, editing, saving, form, fieldErrors: errors.fieldErrors, openCreate, openEdit, save, remove }
+  return {
+    ...list,
+    visible,
+    categories,
+    dialogOpen,
+    editing,
+    saving,
+    form,
+    fieldErrors: errors.fieldErrors,
+    openCreate,
+    openEdit,
+    save,
+    remove,
+  }
 }

@@ -46,7 +46,16 @@ export function useProviders() {
   const errors = useFieldErrors()
 
   function emptyForm(): ProviderForm {
-    return { id: '', name: '', kind: 'openai', api_url: DEFAULT_URLS.openai, api_key: '', description: '', icon_url: '', status: true }
+    return {
+      id: '',
+      name: '',
+      kind: 'openai',
+      api_url: DEFAULT_URLS.openai,
+      api_key: '',
+      description: '',
+      icon_url: '',
+      status: true,
+    }
   }
 
   function openCreate(): void {
