@@ -27,6 +27,8 @@ export default {
     updatedAt: 'Updated',
     view: 'View',
   },
+  formats: { md: 'Markdown', json: 'JSON', csv: 'CSV' },
+  languages: { zhCN: '简体中文', en: 'English' },
   roles: { admin: 'Admin', user: 'User' },
   menu: {
     area: {
@@ -113,6 +115,7 @@ export default {
     modeLocal: 'Local',
     swanlabProject: 'Project',
     swanlabWorkspace: 'Workspace',
+    swanlab: 'SwanLab',
     swanlabKey: 'API key',
   },
   providers: {

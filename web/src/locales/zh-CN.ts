@@ -29,6 +29,8 @@ const zhCN: typeof en = {
     updatedAt: '更新时间',
     view: '查看',
   },
+  formats: { md: 'Markdown', json: 'JSON', csv: 'CSV' },
+  languages: { zhCN: '简体中文', en: 'English' },
   roles: { admin: '管理员', user: '普通用户' },
   menu: {
     area: {
@@ -115,6 +117,7 @@ const zhCN: typeof en = {
     modeLocal: '本地',
     swanlabProject: '项目',
     swanlabWorkspace: '工作空间',
+    swanlab: 'SwanLab',
     swanlabKey: 'API 密钥',
   },
   providers: {
