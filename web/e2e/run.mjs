@@ -159,6 +159,10 @@ async function main() {
 
   const pageErrors = []
   page.on('pageerror', (err) => pageErrors.push(err.message))
+  let refreshCalls = 0
+  page.on('request', (req) => {
+    if (new URL(req.url()).pathname === '/api/auth/refresh') refreshCalls++
+  })
 
   try {
     await step('health endpoint answers', async () => {
@@ -264,6 +268,7 @@ async function main() {
         await page.goto(`${BASE}/playground`)
         await settle()
         await page.waitForTimeout(TOKEN_WAIT_S * 1000)
+        const before = refreshCalls
         await page
           .locator('.el-menu-item')
           .filter({ hasText: /模型配置|Model configs/ })
@@ -274,6 +279,25 @@ async function main() {
         const errors = await visibleErrors()
         assert(errors.length === 0, `error shown: ${errors.join(' | ')}`)
         assert(!page.url().includes('/login'), 'was sent to login')
+        assert(refreshCalls - before === 1, `expected one refresh call, saw ${refreshCalls - before}`)
+      })
+    }
+
+    if (TOKEN_WAIT_S > 0) {
+      await step('a session that ends sends you to login and back to where you were', async () => {
+        await context.clearCookies() // the refresh cookie is gone, as after a logout elsewhere
+        await page.waitForTimeout(TOKEN_WAIT_S * 1000)
+        await page
+          .locator('.el-menu-item')
+          .filter({ hasText: /系统提示词|System prompts/ })
+          .first()
+          .click()
+        await page.waitForURL(/\/login\?redirect=/)
+        assert(new URL(page.url()).searchParams.get('redirect') === '/system-prompts', `redirect was ${page.url()}`)
+        await field('login-email').fill(EMAIL)
+        await field('login-password').fill(PASSWORD)
+        await page.locator('[data-testid="login-submit"]').click()
+        await page.waitForURL((u) => u.pathname === '/system-prompts')
       })
     }
 
