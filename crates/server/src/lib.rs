@@ -12,6 +12,7 @@ pub mod routes;
 pub mod runtime_settings;
 pub mod state;
 pub mod users;
+pub mod web;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

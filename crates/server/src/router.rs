@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .fallback(not_found)
+        .fallback(crate::web::serve)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors)

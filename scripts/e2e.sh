@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Starts the real binary on a free port with a fresh SQLite data directory and a bootstrap admin,
+# runs the browser tests in web/e2e against it, and stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+cargo build -p workbench -p fake-provider
+data=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export WORKBENCH__AUTH__BOOTSTRAP_ADMIN_EMAIL=admin@example.com
+export WORKBENCH__AUTH__BOOTSTRAP_ADMIN_PASSWORD=admin-password-1
+export WORKBENCH__PROVIDERS__ALLOW_PRIVATE_URLS=true
+"$root/target/debug/workbench" --data-dir "$data" serve --bind "127.0.0.1:$port" >"$data/server.log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$data/server.log"; exit 1; }
+
+export WORKBENCH_URL="http://127.0.0.1:$port"
+export WORKBENCH_ADMIN_EMAIL=$WORKBENCH__AUTH__BOOTSTRAP_ADMIN_EMAIL
+export WORKBENCH_ADMIN_PASSWORD=$WORKBENCH__AUTH__BOOTSTRAP_ADMIN_PASSWORD
+(cd web && node e2e/run.mjs) || { echo "--- server log ---"; tail -50 "$data/server.log"; exit 1; }
