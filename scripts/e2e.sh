@@ -11,6 +11,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export WORKBENCH__AUTH__BOOTSTRAP_ADMIN_EMAIL=admin@example.com
 export WORKBENCH__AUTH__BOOTSTRAP_ADMIN_PASSWORD=admin-password-1
 export WORKBENCH__PROVIDERS__ALLOW_PRIVATE_URLS=true
+# Short-lived access tokens make the run exercise the silent refresh; the wait step checks it.
+export WORKBENCH__AUTH__ACCESS_TOKEN_TTL_SECS=${WORKBENCH__AUTH__ACCESS_TOKEN_TTL_SECS:-10}
+export E2E_TOKEN_WAIT_S=${E2E_TOKEN_WAIT_S:-11}
 "$root/target/debug/workbench" --data-dir "$data" serve --bind "127.0.0.1:$port" >"$data/server.log" 2>&1 &
 server=$!
 cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
