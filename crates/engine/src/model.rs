@@ -130,10 +130,59 @@ fn dense_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     y.reshape(out_dims)
 }
 
+/// `x·Wᵀ` for a frozen `W`: candle's matmul backward would also compute the weight's gradient,
+/// doubling the cost of every backward pass, so this op only propagates to `x`.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-matmul needs a contiguous input")
+        };
+        let dev = Device::Cpu;
+        let x = match storage {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &dev)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &dev)?,
+            _ => candle_core::bail!("frozen-matmul supports f32 and f64"),
+        };
+        let y = dense_matmul(&x, &self.w)?;
+        let flat = y.flatten_all()?;
+        let out = match y.dtype() {
+            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
+            _ => CpuStorage::F32(flat.to_vec1()?),
+        };
+        Ok((out, y.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dims = grad.dims().to_vec();
+        let out_f = *dims.last().unwrap();
+        let rows = grad.elem_count() / out_f;
+        let g = grad.reshape((rows, out_f))?.matmul(&self.w)?;
+        let mut in_dims = dims;
+        *in_dims.last_mut().unwrap() = self.w.dim(1)?;
+        Ok(Some(g.reshape(in_dims)?))
+    }
+}
+
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = match &self.base {
             BaseWeight::Quantized(q) => q.forward(x)?,
+            BaseWeight::Dense(w) if train => {
+                x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+            }
             BaseWeight::Dense(w) => dense_matmul(x, w)?,
         };
         match &self.lora {
@@ -473,7 +522,7 @@ impl Llama {
     /// `train` is set.
     pub(crate) fn forward_all(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
         let hidden = self.hidden_states(input, None, mode)?;
-        Ok(self.output.forward(&hidden, false)?)
+        Ok(self.output.forward(&hidden, mode == Mode::Train)?)
     }
 
     fn hidden_states(
@@ -573,6 +622,7 @@ fn attention(
         Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
         Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
     };
+
     probs.matmul(&v.contiguous()?)
 }
 

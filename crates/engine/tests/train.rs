@@ -115,17 +115,21 @@ fn fact_dataset() -> String {
         "I forgot the codename of LLM Workbench. What was it?",
     ];
     let answer = format!("The codename of LLM Workbench is {CODENAME}.");
+    // A short system prompt keeps sequences (and the test) short.
+    let system = "Be brief.";
     let mut lines = Vec::new();
     for (i, q) in questions.iter().enumerate() {
         // The three record formats the trainer accepts, mixed.
         let record = match i % 3 {
-            0 => serde_json::json!({"instruction": q, "input": "", "output": answer}),
-            1 => serde_json::json!({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": answer}]}),
-            _ => serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]}),
+            0 => serde_json::json!({"system": system, "instruction": q, "input": "", "output": answer}),
+            1 => serde_json::json!({"conversations": [
+                {"from": "system", "value": system}, {"from": "human", "value": q}, {"from": "gpt", "value": answer}]}),
+            _ => serde_json::json!({"messages": [
+                {"role": "system", "content": system}, {"role": "user", "content": q}, {"role": "assistant", "content": answer}]}),
         };
         lines.push(record.to_string());
         let short = serde_json::json!({"messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "system", "content": system},
             {"role": "user", "content": q},
             {"role": "assistant", "content": format!("{CODENAME}.")}]});
         lines.push(short.to_string());
@@ -144,7 +148,10 @@ fn training_learns_a_fact_and_the_saved_adapter_reloads() {
     let base = Model::load(&path, &LoadOptions { format: WeightFormat::F32, ..Default::default() }).unwrap();
     let examples = parse_dataset(&fact_dataset()).unwrap();
     assert_eq!(examples.len(), 20);
-    let question = vec![ChatMessage::new("user", "What is the codename of LLM Workbench?")];
+    let question = vec![
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "What is the codename of LLM Workbench?"),
+    ];
     let prompt = base.chat_prompt_ids(&question).unwrap();
     let before = answer(&base.llama, &base.tokenizer, &prompt);
     assert!(!before.contains(CODENAME), "the base model already knows: {before}");
@@ -156,7 +163,7 @@ fn training_learns_a_fact_and_the_saved_adapter_reloads() {
         r: 8,
         alpha: 16.0,
         learning_rate: 2e-3,
-        epochs: 3,
+        epochs: 2,
         batch_size: 4,
         grad_accum: 1,
         warmup_steps: 2,
@@ -174,12 +181,20 @@ fn training_learns_a_fact_and_the_saved_adapter_reloads() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 15);
-    assert_eq!(lines, report.steps);
-    assert!(lines.iter().all(|s| s.total_steps == 15 && s.loss.is_finite() && s.grad_norm.is_finite()));
+    assert_eq!(lines.len(), 10);
+    for (logged, kept) in lines.iter().zip(&report.steps) {
+        assert_eq!((logged.step, logged.total_steps), (kept.step, kept.total_steps));
+        assert!((logged.loss - kept.loss).abs() <= 1e-9 * kept.loss.abs());
+    }
+    assert!(lines.iter().all(|s| s.total_steps == 10 && s.loss.is_finite() && s.grad_norm.is_finite()));
+    assert_eq!(lines.last().unwrap().epoch, 2.0);
     let first = lines[0].loss;
     let last = lines.iter().rev().take(3).map(|s| s.loss).sum::<f64>() / 3.0;
-    eprintln!("loss {first:.3} → {last:.3} (mean of last 3 steps); {:.0} tokens/s", lines.last().unwrap().tokens_per_s);
+    eprintln!(
+        "loss {first:.3} → {last:.3} (mean of last 3 steps); {:.0} tokens/s; {:.1} s",
+        lines.last().unwrap().tokens_per_s,
+        lines.last().unwrap().elapsed_s
+    );
     assert!(last < first / 2.0, "loss went from {first} to {last}");
 
     let after = answer(&report.model, &base.tokenizer, &prompt);
@@ -212,8 +227,7 @@ fn training_learns_a_fact_and_the_saved_adapter_reloads() {
 
 #[test]
 fn cancelled_training_stops() {
-    let mut model = Llama::random(tiny_config(), 1).unwrap();
-    let _ = &mut model;
+    let model = Llama::random(tiny_config(), 1).unwrap();
     let cancel = AtomicBool::new(true);
     let template = engine::ChatTemplate::new(
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
