@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_sum};
-use engine::{GenerationParams, LoadOptions, Model, TrainConfig, WeightFormat};
+use engine::{GenerationParams, LoadOptions, Model, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

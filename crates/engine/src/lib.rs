@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod lora;
 pub mod model;
+mod kernels;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;

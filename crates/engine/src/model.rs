@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
+use crate::kernels::QuantWeight;
 
 /// How base weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +109,8 @@ pub struct LoraWeights {
 
 #[derive(Debug, Clone)]
 enum BaseWeight {
+    /// Q4_1 / Q8_0 through the engine's own kernels (see `kernels`).
+    Kernel(QuantWeight),
     Quantized(QMatMul),
     Dense(Tensor),
 }
@@ -179,6 +182,7 @@ impl candle_core::CustomOp1 for FrozenMatmul {
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = match &self.base {
+            BaseWeight::Kernel(q) => q.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Dense(w) if train => {
                 x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
@@ -218,6 +222,7 @@ impl Linear {
     pub(crate) fn dense_weight(&self) -> Result<Tensor> {
         match &self.base {
             BaseWeight::Dense(w) => Ok(w.to_dtype(DType::F32)?),
+            BaseWeight::Kernel(q) => Ok(q.qtensor().dequantize(&Device::Cpu)?),
             BaseWeight::Quantized(QMatMul::QTensor(q)) => Ok(q.dequantize(&Device::Cpu)?),
             BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 Ok(w.to_dtype(DType::F32)?)
@@ -304,7 +309,10 @@ impl Llama {
         let linear = |q: QTensor| -> Result<Linear> {
             let (out_features, in_features) = q.shape().dims2()?;
             let base = match format {
-                WeightFormat::Quantized => BaseWeight::Quantized(QMatMul::from_qtensor(q)?),
+                WeightFormat::Quantized => match QuantWeight::new(q) {
+                    Ok(w) => BaseWeight::Kernel(w),
+                    Err(q) => BaseWeight::Quantized(QMatMul::from_qtensor(q)?),
+                },
                 WeightFormat::F32 => BaseWeight::Dense(q.dequantize(&dev)?),
             };
             Ok(Linear { base, lora: None, out_features, in_features })

@@ -85,9 +85,10 @@ fn greedy_generation_reproduces_llama_cpp() {
             max_diff = max_diff.max((logits[id] - want).abs());
         }
         // The fixture README expects 0.1 from an engine with llama.cpp's numerics. candle's
-        // Q4_1×Q8_1 kernels get the greedy tokens right but sit up to 0.61 away (f32: 0.96); the
+        // numerics (llama.cpp-style Q4_1×Q8_1 / Q8_0×Q8_0 kernels, f32 attention) get the greedy
+        // tokens right but sit up to 0.53 away (f32 weights: 0.96); the
         // bound below pins that measured gap so a regression still fails.
-        assert!(max_diff < 0.75, "top-50 logits after the prompt differ by up to {max_diff}");
+        assert!(max_diff < 0.65, "top-50 logits after the prompt differ by up to {max_diff}");
 
         let params = GenerationParams { max_tokens: expected.len(), ..Default::default() };
         let mut streamed = String::new();
