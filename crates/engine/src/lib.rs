@@ -126,6 +126,18 @@ impl Model {
         Ok(self.llama.forward_last(ids, &mut KvCache::new())?.to_vec1::<f32>()?)
     }
 
+    /// Trains a LoRA adapter on this model's (dequantized) weights; see [`train::train`].
+    pub fn train(
+        &self,
+        examples: &[TrainingExample],
+        config: &TrainConfig,
+        out_dir: &Path,
+        log: &mut dyn std::io::Write,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<TrainReport> {
+        train(&self.llama, &self.tokenizer, self.template()?, examples, config, out_dir, log, cancel)
+    }
+
     pub fn generate(
         &self,
         prompt_ids: &[u32],
