@@ -178,8 +178,9 @@ fn vec_dot_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     for (wb, a) in w.chunks_exact(Q4_1_BYTES).zip(acts) {
         let (d, m, qs) = block_parts(wb);
         let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += (qs[j] & 0x0F) as i32 * a.qs[j] as i32 + (qs[j] >> 4) as i32 * a.qs[j + QK / 2] as i32;
+        let (lo, hi) = a.qs.split_at(QK / 2);
+        for ((&q, &l), &h) in qs.iter().zip(lo).zip(hi) {
+            sumi += (q & 0x0F) as i32 * l as i32 + (q >> 4) as i32 * h as i32;
         }
         sumf += d * a.d * sumi as f32;
         summs += m * a.s;

@@ -319,10 +319,13 @@ impl Llama {
         };
         let token_embd = tensor("token_embd.weight")?;
         let embedding = token_embd.dequantize(&dev)?;
-        let output = if config.tie_word_embeddings {
-            linear(token_embd)?
-        } else {
-            linear(tensor("output.weight")?)?
+        let output = match (config.tie_word_embeddings, format) {
+            (true, WeightFormat::F32) => {
+                let (out_features, in_features) = embedding.dims2()?;
+                Linear { base: BaseWeight::Dense(embedding.clone()), lora: None, out_features, in_features }
+            }
+            (true, WeightFormat::Quantized) => linear(token_embd)?,
+            (false, _) => linear(tensor("output.weight")?)?,
         };
         let norm = tensor("output_norm.weight")?.dequantize(&dev)?;
         let mut blocks = Vec::with_capacity(config.num_layers);
@@ -500,7 +503,12 @@ impl Llama {
                 l.base = BaseWeight::Dense(l.dense_weight()?);
             }
         }
-        m.output.base = BaseWeight::Dense(m.output.dense_weight()?);
+        // Tied output weights are the embedding matrix itself: share it rather than copy it.
+        m.output.base = if m.config.tie_word_embeddings && m.embedding.dtype() == DType::F32 {
+            BaseWeight::Dense(m.embedding.clone())
+        } else {
+            BaseWeight::Dense(m.output.dense_weight()?)
+        };
         Ok(m)
     }
 

@@ -146,11 +146,10 @@ impl Tokenizer {
         tok.eog_ids = tok.eos_token_id.into_iter().collect();
         // llama.cpp treats these as end-of-generation whatever the EOS id says.
         for text in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "<end_of_turn>"] {
-            if let Some(&id) = tok.token_ids.get(text) {
-                if !tok.eog_ids.contains(&id) {
+            if let Some(&id) = tok.token_ids.get(text)
+                && !tok.eog_ids.contains(&id) {
                     tok.eog_ids.push(id);
                 }
-            }
         }
         Ok(tok)
     }
@@ -335,11 +334,10 @@ impl Tokenizer {
         loop {
             let mut best: Option<(u32, usize, u32)> = None;
             for i in 0..symbols.len().saturating_sub(1) {
-                if let Some(&(rank, merged)) = self.merges.get(&(symbols[i], symbols[i + 1])) {
-                    if best.is_none_or(|(r, _, _)| rank < r) {
+                if let Some(&(rank, merged)) = self.merges.get(&(symbols[i], symbols[i + 1]))
+                    && best.is_none_or(|(r, _, _)| rank < r) {
                         best = Some((rank, i, merged));
                     }
-                }
             }
             let Some((_, i, merged)) = best else { break };
             symbols[i] = merged;

@@ -179,18 +179,16 @@ pub fn parse_record(record: &serde_json::Value, at: usize) -> Result<TrainingExa
     let mut messages = Vec::new();
     match format {
         DatasetFormat::Alpaca => {
-            if let Some(system) = record.get("system").and_then(|s| s.as_str()) {
-                if !system.is_empty() {
+            if let Some(system) = record.get("system").and_then(|s| s.as_str())
+                && !system.is_empty() {
                     messages.push(ChatMessage::new("system", system));
                 }
-            }
             let mut user = str_field(record, "instruction", at)?.to_string();
-            if let Some(input) = record.get("input").and_then(|s| s.as_str()) {
-                if !input.is_empty() {
+            if let Some(input) = record.get("input").and_then(|s| s.as_str())
+                && !input.is_empty() {
                     user.push_str("\n\n");
                     user.push_str(input);
                 }
-            }
             messages.push(ChatMessage::new("user", user));
             messages.push(ChatMessage::new("assistant", str_field(record, "output", at)?));
         }
@@ -267,12 +265,11 @@ pub fn tokenize_example(
 ) -> Result<TokenizedExample> {
     let mut ids = Vec::new();
     let mut trainable = Vec::new();
-    if tokenizer.add_bos {
-        if let Some(bos) = tokenizer.bos_token_id {
+    if tokenizer.add_bos
+        && let Some(bos) = tokenizer.bos_token_id {
             ids.push(bos);
             trainable.push(false);
         }
-    }
     for (text, assistant) in template.render_segments(&example.messages)? {
         let seg = tokenizer.encode(&text, true);
         trainable.extend(std::iter::repeat_n(assistant, seg.len()));
