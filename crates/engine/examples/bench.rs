@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = TrainConfig { r: 8, alpha: 16.0, ..Default::default() };
     let lora = LoraParams::attach(&mut train_model, &config)?;
     let example = TokenizedExample { ids: prompt.clone(), trainable: vec![true; prompt.len()] };
-    let batch = Batch::new(&[&example, &example, &example, &example], 0, candle_core::DType::F32)?;
+    let batch = Batch::new(&[&example, &example, &example, &example], 0)?;
     let vars: Vec<_> = lora.vars().cloned().collect();
     let mut opt = candle_nn::AdamW::new_lr(vars, 1e-4)?;
     let t = Instant::now();

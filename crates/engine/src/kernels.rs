@@ -62,7 +62,7 @@ impl QuantWeight {
         let weights: &[u8] = &data;
         let q8_0 = self.tensor.dtype() == GgmlDType::Q8_0;
         let row_bytes = blocks_per_row * if q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
-        let dot = if q8_0 { vec_dot_q8_0 } else { vec_dot };
+        let dot = select_kernel(q8_0);
         let mut out_t = vec![0f32; n * m];
         // Output rows are independent; chunks keep a weight row hot across all activation rows.
         out_t.par_chunks_mut(m * 16).enumerate().for_each(|(chunk, dst)| {
@@ -105,25 +105,33 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
     }
 }
 
-fn vec_dot(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
+type DotFn = fn(&[u8], &[BlockQ8_1]) -> f32;
+
+/// Picks the kernel once per matmul rather than detecting CPU features per dot product.
+fn select_kernel(q8_0: bool) -> DotFn {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { vec_dot_avx2(w, acts) };
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY (both): only reached when the features they need are present.
+            return if q8_0 {
+                |w, a| unsafe { vec_dot_q8_0_avx2(w, a) }
+            } else {
+                |w, a| unsafe { vec_dot_avx2(w, a) }
+            };
         }
     }
-    vec_dot_scalar(w, acts)
+    if q8_0 { vec_dot_q8_0_scalar } else { vec_dot_scalar }
 }
 
-fn vec_dot_q8_0(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { vec_dot_q8_0_avx2(w, acts) };
-        }
-    }
+#[cfg(test)]
+fn vec_dot(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
+    select_kernel(false)(w, acts)
+}
+
+fn vec_dot_q8_0_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     let mut sumf = 0f32;
     for (wb, a) in w.chunks_exact(Q8_0_BYTES).zip(acts) {
         let d = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
@@ -134,13 +142,13 @@ fn vec_dot_q8_0(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_dot_q8_0_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = _mm256_setzero_ps();
     let ones = _mm256_set1_epi16(1);
     for (wb, a) in w.chunks_exact(Q8_0_BYTES).zip(acts) {
-        let d = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([wb[0], wb[1]]) as i16))));
         let d0d1 = _mm256_set1_ps(d * a.d);
         // SAFETY: each block holds 32 quants after its 2-byte scale.
         let qx = unsafe { _mm256_loadu_si256(wb[2..].as_ptr() as *const __m256i) };
@@ -155,7 +163,7 @@ unsafe fn vec_dot_q8_0_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let hi = _mm256_extractf128_ps(acc, 1);
@@ -166,6 +174,7 @@ fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+#[inline(always)]
 fn block_parts(w: &[u8]) -> (f32, f32, &[u8]) {
     let d = f16::from_le_bytes([w[0], w[1]]).to_f32();
     let m = f16::from_le_bytes([w[2], w[3]]).to_f32();
@@ -189,7 +198,7 @@ fn vec_dot_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_dot_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = _mm256_setzero_ps();
@@ -197,7 +206,11 @@ unsafe fn vec_dot_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (wb, a) in w.chunks_exact(Q4_1_BYTES).zip(acts) {
-        let (d, m, qs) = block_parts(wb);
+        // d and m are adjacent f16s: one F16C conversion for both.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
+        let d = _mm_cvtss_f32(dm);
+        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        let qs = &wb[4..Q4_1_BYTES];
         summs += m * a.s;
         let d0d1 = _mm256_set1_ps(d * a.d);
         // SAFETY: qs has 16 bytes, a.qs 32.

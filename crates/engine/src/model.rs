@@ -534,6 +534,16 @@ impl Llama {
         Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?)
     }
 
+    /// Training logits `[n, vocab]` at the flattened positions `rows` (indices into
+    /// `batch × seq`) only: the output projection is the costliest matmul, and only positions
+    /// followed by a trainable token need it.
+    pub(crate) fn train_logits_at(&self, input: &Tensor, rows: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(input, None, Mode::Train)?;
+        let (b, t, h) = hidden.dims3()?;
+        let picked = hidden.reshape((b * t, h))?.index_select(rows, 0)?;
+        Ok(self.output.forward(&picked, true)?)
+    }
+
     /// Logits at every position of a `[batch, seq]` input, with differentiable kernels when
     /// `train` is set.
     pub(crate) fn forward_all(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::lora::{AdapterConfig, save_adapter};
-use crate::model::{Llama, LoraWeights, Mode, Projection, WeightFormat};
+use crate::model::{Llama, LoraWeights, Projection, WeightFormat};
 use crate::sampling::Rng;
 use crate::tokenizer::Tokenizer;
 
@@ -280,45 +280,49 @@ pub fn tokenize_example(
     Ok(TokenizedExample { ids, trainable })
 }
 
-/// A padded micro-batch: inputs `[b, t]` and next-token targets with a 0/1 loss weight.
+/// A padded micro-batch: inputs `[b, t]` and, for every position followed by a trainable token,
+/// its flattened index and that token.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub input: Tensor,
+    /// Indices into the flattened `b × t` positions whose next token counts.
+    pub rows: Tensor,
     pub targets: Tensor,
-    pub weights: Tensor,
     pub target_tokens: usize,
+    /// Non-padding tokens in the batch.
     pub tokens: usize,
 }
 
 impl Batch {
-    pub fn new(examples: &[&TokenizedExample], pad_id: u32, dtype: DType) -> Result<Self> {
+    pub fn new(examples: &[&TokenizedExample], pad_id: u32) -> Result<Self> {
         let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
         if t < 2 {
             return Err(EngineError::Dataset("examples need at least two tokens".into()));
         }
         let b = examples.len();
         let mut input = vec![pad_id; b * t];
-        let mut targets = vec![0u32; b * (t - 1)];
-        let mut weights = vec![0f32; b * (t - 1)];
-        let mut target_tokens = 0;
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
         let mut tokens = 0;
         for (i, e) in examples.iter().enumerate() {
             tokens += e.ids.len();
             input[i * t..i * t + e.ids.len()].copy_from_slice(&e.ids);
             for j in 0..e.ids.len().saturating_sub(1) {
-                targets[i * (t - 1) + j] = e.ids[j + 1];
                 if e.trainable[j + 1] {
-                    weights[i * (t - 1) + j] = 1.0;
-                    target_tokens += 1;
+                    rows.push((i * t + j) as u32);
+                    targets.push(e.ids[j + 1]);
                 }
             }
+        }
+        if rows.is_empty() {
+            return Err(EngineError::Dataset("a batch has no trainable token".into()));
         }
         let dev = Device::Cpu;
         Ok(Self {
             input: Tensor::from_vec(input, (b, t), &dev)?,
-            targets: Tensor::from_vec(targets, b * (t - 1), &dev)?,
-            weights: Tensor::from_vec(weights, b * (t - 1), &dev)?.to_dtype(dtype)?,
-            target_tokens,
+            target_tokens: rows.len(),
+            rows: Tensor::new(rows.as_slice(), &dev)?,
+            targets: Tensor::new(targets.as_slice(), &dev)?,
             tokens,
         })
     }
@@ -326,12 +330,10 @@ impl Batch {
 
 /// Sum over the batch's trainable positions of −log p(target).
 pub fn batch_loss_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
-    let logits = model.forward_all(&batch.input, Mode::Train)?;
-    let (b, t, v) = logits.dims3()?;
-    let logits = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+    let logits = model.train_logits_at(&batch.input, &batch.rows)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&batch.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    Ok((picked * &batch.weights)?.sum_all()?.neg()?)
+    let picked = logp.gather(&batch.targets.unsqueeze(1)?, 1)?;
+    Ok(picked.sum_all()?.neg()?)
 }
 
 thread_local! {
@@ -544,7 +546,7 @@ pub fn train(
         for group in batches.chunks(config.grad_accum) {
             let group: Vec<Batch> = group
                 .iter()
-                .map(|b| Batch::new(b, pad_id, model.dtype()))
+                .map(|b| Batch::new(b, pad_id))
                 .collect::<Result<_>>()?;
             let denom = group.iter().map(|b| b.target_tokens).sum::<usize>().max(1) as f64;
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];

@@ -63,7 +63,7 @@ fn lora_gradients_match_finite_differences() {
         TokenizedExample { ids: vec![2, 8, 31, 4], trainable: vec![false, true, true, true] },
     ];
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let batch = Batch::new(&refs, 0, DType::F64).unwrap();
+    let batch = Batch::new(&refs, 0).unwrap();
     let loss = |m: &Llama| batch_loss_sum(m, &batch).unwrap().to_scalar::<f64>().unwrap();
     let grads = batch_loss_sum(&model, &batch).unwrap().backward().unwrap();
 
