@@ -29,6 +29,10 @@ mkdir -p "$out"
 # The dev profile optimises every crate (see Cargo.toml), so it shares the test build.
 train_steps=3
 [[ $smoke == 1 ]] && train_steps=1
+# The reference PEFT adapter, when shared fixtures are next to the repository, measures the cost
+# of LoRA unmerged (quantized base) vs merged (f32 base).
+adapter="$(pwd)/../shared/fixtures/reference/peft/adapter"
+[[ -f "$adapter/adapter_config.json" ]] && export BENCH_ADAPTER="$adapter"
 CANDLE_NUM_THREADS="$threads" RAYON_NUM_THREADS="$threads" \
     cargo run -q -p engine --example bench -- "$model" "$train_steps" | tee "$out/engine.json"
 [[ $smoke == 1 ]] && exit 0

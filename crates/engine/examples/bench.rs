@@ -34,6 +34,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         next = vec![id];
     }
     let decode_tps = 64.0 / t.elapsed().as_secs_f64();
+    // With BENCH_ADAPTER: the cost of a LoRA adapter kept beside quantized weights vs merged
+    // into dequantized ones.
+    let adapter = std::env::var_os("BENCH_ADAPTER").map(std::path::PathBuf::from);
+    let mut adapter_rates = serde_json::Map::new();
+    if let Some(dir) = &adapter {
+        for (name, format, merge) in [
+            ("decode_tokens_per_s_lora_unmerged_quantized", engine::WeightFormat::Quantized, false),
+            ("decode_tokens_per_s_lora_merged_f32", engine::WeightFormat::F32, true),
+        ] {
+            let m = Model::load(&path, &LoadOptions { format, adapter: Some(dir.clone()), merge_adapter: merge })?;
+            let g = m.generate(&prompt[..16], &GenerationParams { max_tokens: 32, ..Default::default() }, None, &mut |_| {})?;
+            adapter_rates.insert(name.into(), g.decode_tokens_per_second().into());
+        }
+    }
     let t = Instant::now();
     model.last_logits(&prompt)?;
     let prompt_tps = prompt.len() as f64 / t.elapsed().as_secs_f64();
@@ -64,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "train_tokens_per_s": train_tps,
             "train_batch": [4, prompt.len()],
             "peak_rss_mb": peak_rss_mb(),
+            "adapter": adapter_rates,
         })
     );
     Ok(())

@@ -163,3 +163,42 @@ fn peft_adapter_runs_beside_quantized_weights() {
     // PEFT's margins stay above 0.7 for the first five tokens; quantization must not flip those.
     assert!(agree >= 5);
 }
+
+#[test]
+fn sampling_is_seeded_stops_and_cancels() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let model = load(WeightFormat::Quantized);
+    let prompt = model.chat_prompt_ids(&[ChatMessage::new("user", "Write a short poem about rain.")]).unwrap();
+    let sampled = |seed| {
+        let sampling = engine::SamplingParams { temperature: 0.9, top_p: 0.95, top_k: 40, seed };
+        let params = GenerationParams { max_tokens: 12, sampling, stop: vec![] };
+        model.generate(&prompt, &params, None, &mut |_| {}).unwrap()
+    };
+    let (a, b, c) = (sampled(1), sampled(1), sampled(2));
+    assert_eq!(a.ids, b.ids);
+    assert_ne!(a.ids, c.ids);
+    assert!(a.ids.len() <= 12);
+
+    // A stop string ends the text before it, also when it spans tokens.
+    let greedy = model.generate(&prompt, &GenerationParams { max_tokens: 12, ..Default::default() }, None, &mut |_| {}).unwrap();
+    let stop: String = greedy.text.chars().skip(5).take(4).collect();
+    let params = GenerationParams { max_tokens: 12, stop: vec![stop.clone()], ..Default::default() };
+    let mut streamed = String::new();
+    let stopped = model.generate(&prompt, &params, None, &mut |d| streamed.push_str(d)).unwrap();
+    assert_eq!(stopped.finish_reason, engine::FinishReason::Stop);
+    assert_eq!(stopped.text, greedy.text[..greedy.text.find(&stop).unwrap()]);
+    assert_eq!(streamed, stopped.text);
+
+    // Cancelling from the stream callback stops before the next token.
+    let cancel = AtomicBool::new(false);
+    let mut deltas = 0;
+    let out = model
+        .generate(&prompt, &GenerationParams { max_tokens: 12, ..Default::default() }, Some(&cancel), &mut |_| {
+            deltas += 1;
+            cancel.store(true, Ordering::Relaxed);
+        })
+        .unwrap();
+    assert_eq!(out.finish_reason, engine::FinishReason::Cancelled);
+    assert_eq!(deltas, 1);
+    assert!(out.ids.len() < 12);
+}
