@@ -106,7 +106,8 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
     let mut qs = [0i8; QK];
     let mut sum = 0i32;
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        // |v·id| ≤ 127: adding and removing 1.5·2²³ rounds half-to-even without a libm call.
+        *q = ((v * id + 12_582_912.0) - 12_582_912.0) as i8;
         sum += *q as i32;
     }
     BlockQ8_1 {
@@ -290,6 +291,17 @@ unsafe fn vec_dot_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activation_rounding_is_half_to_even() {
+        let mut x = [0f32; QK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        x[3] = 0.5;
+        let b = quantize_block(&x);
+        assert_eq!(&b.qs[..4], &[127, 2, -4, 0]);
+    }
 
     #[test]
     fn kernels_match_dequantized_matmul() {
