@@ -2,6 +2,17 @@
 //! template, streaming generation, and PEFT-compatible LoRA adapters and training.
 //!
 //! [`Model`] bundles what a caller needs; the modules expose the parts for finer control.
+//!
+//! Numerics, and why there are two weight formats:
+//! - [`WeightFormat::Quantized`] (generation default) keeps GGUF weights quantized and multiplies
+//!   them by activations quantized to 8 bits with llama.cpp's rounding, so greedy output follows
+//!   llama.cpp token for token until a near-tie.
+//! - [`WeightFormat::F32`] dequantizes once and computes in f32: what PyTorch + PEFT compute on
+//!   the same file (logits agree to ~1e-4), and what the LoRA trainer differentiates through.
+//! - A LoRA adapter runs unmerged beside quantized weights (requantizing would drown a small
+//!   update) and may be merged into f32 weights ([`LoadOptions::merge_adapter`]).
+//! - Weights stay in GGUF's q/k row order (interleaved rotary pairs); adapters are converted
+//!   from and to Hugging Face order at the file boundary ([`lora`]).
 
 pub mod chat;
 pub mod config;
