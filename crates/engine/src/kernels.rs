@@ -22,6 +22,18 @@ struct BlockQ8_1 {
     qs: [i8; QK],
 }
 
+/// A LoRA update in plain memory for the quantized path, where a handful of candle ops per
+/// projection would cost more than the rank-r arithmetic itself.
+#[derive(Debug)]
+pub(crate) struct HostLora {
+    /// `[r, in]`, row-major.
+    pub(crate) a: Vec<f32>,
+    /// `[out, r]`, row-major.
+    pub(crate) b: Vec<f32>,
+    pub(crate) r: usize,
+    pub(crate) scale: f32,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct QuantWeight {
     tensor: Arc<QTensor>,
@@ -49,7 +61,7 @@ impl QuantWeight {
         &self.tensor
     }
 
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, lora: Option<&HostLora>) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = self.in_features;
         let n = self.out_features;
@@ -89,6 +101,17 @@ impl QuantWeight {
         for (row, col) in out_t.chunks_exact(m).enumerate() {
             for (i, v) in col.iter().enumerate() {
                 out[i * n + row] = *v;
+            }
+        }
+        if let Some(l) = lora {
+            let mut t = vec![0f32; l.r];
+            for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+                for (tj, a) in t.iter_mut().zip(l.a.chunks_exact(k)) {
+                    *tj = a.iter().zip(x).map(|(a, x)| a * x).sum();
+                }
+                for (y, b) in y.iter_mut().zip(l.b.chunks_exact(l.r)) {
+                    *y += l.scale * b.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
+                }
             }
         }
         let mut out_dims = dims;
@@ -321,7 +344,7 @@ mod tests {
         let xt = Tensor::from_vec(x, (1, m, k), &Device::Cpu).unwrap();
         let want = xt.broadcast_matmul(&deq.t().unwrap()).unwrap();
         let kernel = QuantWeight::new(q).map_err(|_| ()).unwrap();
-        let got = kernel.forward(&xt).unwrap();
+        let got = kernel.forward(&xt, None).unwrap();
         let diff: f32 = (&got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         let scale: f32 = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         // Only the 8-bit activation rounding separates the two.

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
-use crate::kernels::QuantWeight;
+use crate::kernels::{HostLora, QuantWeight};
 
 /// How base weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +119,9 @@ enum BaseWeight {
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     base: BaseWeight,
-    pub(crate) lora: Option<LoraWeights>,
+    lora: Option<LoraWeights>,
+    /// `lora` copied out for the quantized kernels; reset whenever `lora` changes.
+    host_lora: OnceLock<Arc<HostLora>>,
     out_features: usize,
     in_features: usize,
 }
@@ -182,7 +185,8 @@ impl candle_core::CustomOp1 for FrozenMatmul {
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = match &self.base {
-            BaseWeight::Kernel(q) => q.forward(x)?,
+            BaseWeight::Kernel(q) if !train => return q.forward(x, self.host_lora()?.as_deref()),
+            BaseWeight::Kernel(q) => q.forward(x, None)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Dense(w) if train => {
                 x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
@@ -203,6 +207,25 @@ impl Linear {
         }
     }
 
+    fn host_lora(&self) -> candle_core::Result<Option<Arc<HostLora>>> {
+        let Some(l) = &self.lora else { return Ok(None) };
+        if let Some(h) = self.host_lora.get() {
+            return Ok(Some(h.clone()));
+        }
+        let h = Arc::new(HostLora {
+            a: l.a.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            b: l.b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            r: l.a.dim(0)?,
+            scale: l.scale as f32,
+        });
+        Ok(Some(self.host_lora.get_or_init(|| h).clone()))
+    }
+
+    pub(crate) fn set_lora(&mut self, lora: Option<LoraWeights>) {
+        self.lora = lora;
+        self.host_lora = OnceLock::new();
+    }
+
     pub(crate) fn shape(&self) -> (usize, usize) {
         (self.out_features, self.in_features)
     }
@@ -215,7 +238,7 @@ impl Linear {
         };
         let merged = (w + (l.b.matmul(&l.a)? * l.scale)?)?;
         self.base = BaseWeight::Dense(merged);
-        self.lora = None;
+        self.set_lora(None);
         Ok(true)
     }
 
@@ -315,14 +338,20 @@ impl Llama {
                 },
                 WeightFormat::F32 => BaseWeight::Dense(q.dequantize(&dev)?),
             };
-            Ok(Linear { base, lora: None, out_features, in_features })
+            Ok(Linear { base, lora: None, host_lora: OnceLock::new(), out_features, in_features })
         };
         let token_embd = tensor("token_embd.weight")?;
         let embedding = token_embd.dequantize(&dev)?;
         let output = match (config.tie_word_embeddings, format) {
             (true, WeightFormat::F32) => {
                 let (out_features, in_features) = embedding.dims2()?;
-                Linear { base: BaseWeight::Dense(embedding.clone()), lora: None, out_features, in_features }
+                Linear {
+                    base: BaseWeight::Dense(embedding.clone()),
+                    lora: None,
+                    host_lora: OnceLock::new(),
+                    out_features,
+                    in_features,
+                }
             }
             (true, WeightFormat::Quantized) => linear(token_embd)?,
             (false, _) => linear(tensor("output.weight")?)?,
@@ -359,7 +388,13 @@ impl Llama {
         let kv_out = config.num_kv_heads * config.head_dim;
         let dense = |w: Tensor| -> Linear {
             let (o, i) = w.dims2().expect("2d");
-            Linear { base: BaseWeight::Dense(w), lora: None, out_features: o, in_features: i }
+            Linear {
+                base: BaseWeight::Dense(w),
+                lora: None,
+                host_lora: OnceLock::new(),
+                out_features: o,
+                in_features: i,
+            }
         };
         let mut blocks = Vec::new();
         for _ in 0..config.num_layers {
@@ -435,7 +470,7 @@ impl Llama {
     }
 
     pub fn set_lora(&mut self, layer: usize, p: Projection, lora: Option<LoraWeights>) {
-        self.blocks[layer].proj_mut(p).lora = lora;
+        self.blocks[layer].proj_mut(p).set_lora(lora);
     }
 
     pub fn lora(&self, layer: usize, p: Projection) -> Option<&LoraWeights> {
@@ -481,6 +516,7 @@ impl Llama {
                 lora.a = lora.a.to_dtype(dtype)?;
                 lora.b = lora.b.to_dtype(dtype)?;
             }
+            l.host_lora = OnceLock::new();
             Ok(())
         };
         lin(&mut m.output)?;
