@@ -78,7 +78,7 @@ impl QuantWeight {
         let dot4 = select_kernel4(q8_0);
         let mut out_t = vec![0f32; n * m];
         // Output rows are independent; chunks keep a weight row hot across all activation rows.
-        out_t.par_chunks_mut(m * 16).enumerate().for_each(|(chunk, dst)| {
+        let work = |(chunk, dst): (usize, &mut [f32])| {
             for (r, dst_row) in dst.chunks_mut(m).enumerate() {
                 let row = chunk * 16 + r;
                 let w = &weights[row * row_bytes..(row + 1) * row_bytes];
@@ -96,13 +96,24 @@ impl QuantWeight {
                     *d = dot(w, act(j));
                 }
             }
-        });
-        let mut out = vec![0f32; m * n];
-        for (row, col) in out_t.chunks_exact(m).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                out[i * n + row] = *v;
-            }
+        };
+        // A pool hand-off per matmul costs more than it saves with one thread.
+        if rayon::current_num_threads() > 1 {
+            out_t.par_chunks_mut(m * 16).enumerate().for_each(work);
+        } else {
+            out_t.chunks_mut(m * 16).enumerate().for_each(work);
         }
+        let mut out = if m == 1 {
+            out_t
+        } else {
+            let mut out = vec![0f32; m * n];
+            for (row, col) in out_t.chunks_exact(m).enumerate() {
+                for (i, v) in col.iter().enumerate() {
+                    out[i * n + row] = *v;
+                }
+            }
+            out
+        };
         if let Some(l) = lora {
             let mut t = vec![0f32; l.r];
             for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {

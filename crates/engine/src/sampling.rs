@@ -98,9 +98,18 @@ impl Sampler {
         }
         let mut candidates: Vec<(u32, f32)> =
             logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        if self.params.top_k > 0 {
+        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        // Sorting the whole vocabulary every token is the costliest part of sampling: select
+        // the top k first, and sort only when top-p needs an order.
+        if self.params.top_k > 0 && self.params.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(self.params.top_k - 1, desc);
             candidates.truncate(self.params.top_k);
+        }
+        if self.params.top_p < 1.0 || self.params.top_k > 0 {
+            candidates.sort_unstable_by(desc);
+        } else {
+            let best = candidates.iter().enumerate().min_by(|a, b| desc(a.1, b.1)).map(|(i, _)| i).unwrap_or(0);
+            candidates.swap(0, best);
         }
         let t = self.params.temperature as f32;
         let max = candidates[0].1 / t;
