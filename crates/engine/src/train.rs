@@ -48,7 +48,8 @@ pub struct TrainConfig {
     /// Global gradient-norm clipping; 0 disables it.
     pub max_grad_norm: f64,
     pub seed: u64,
-    /// Save an adapter after every epoch under `out_dir/checkpoint-epoch-N`.
+    /// Save an adapter after every epoch but the last under `out_dir/checkpoint-epoch-N`; the
+    /// last epoch's adapter is `out_dir` itself.
     pub checkpoint_every_epoch: bool,
     /// Recorded as `base_model_name_or_path` in the adapter config.
     pub base_model_name: Option<String>,
