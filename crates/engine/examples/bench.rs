@@ -1,0 +1,92 @@
+//! Throughput of the engine on one model: prompt and decode tokens/s with the quantized weights,
+//! and LoRA training tokens/s over the dequantized base (r=8, alpha=16, q/k/v/o, batch 4,
+//! sequence 128, AdamW). Prints one JSON object; bench/engine/run.sh compares it with references.
+//!
+//! Usage: bench MODEL.gguf [TRAIN_STEPS]
+
+use std::time::Instant;
+
+use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_sum};
+use engine::{GenerationParams, LoadOptions, Model, TrainConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = std::path::PathBuf::from(args.next().ok_or("usage: bench MODEL.gguf [TRAIN_STEPS]")?);
+    let train_steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+
+    let model = Model::load(&path, &LoadOptions::default())?;
+    let text = "The history of the printing press begins in the fifteenth century, when movable type \
+                changed how books were made and how knowledge spread across Europe. ".repeat(4);
+    let mut prompt = model.tokenize(&text, false);
+    prompt.truncate(128);
+    // Warm-up, then measure.
+    model.generate(&prompt[..8], &GenerationParams { max_tokens: 4, ..Default::default() }, None, &mut |_| {})?;
+    let params = GenerationParams { max_tokens: 64, ..Default::default() };
+    let gen_out = model.generate(&prompt, &params, None, &mut |_| {})?;
+    let mut decode_ids = vec![prompt[0]];
+    let t = Instant::now();
+    let mut cache = engine::KvCache::new();
+    let mut next = decode_ids.clone();
+    for _ in 0..64 {
+        let logits = model.llama.forward_last(&next, &mut cache)?.to_vec1::<f32>()?;
+        let id = engine::sampling::argmax(&logits);
+        decode_ids.push(id);
+        next = vec![id];
+    }
+    let decode_tps = 64.0 / t.elapsed().as_secs_f64();
+    // With BENCH_ADAPTER: the cost of a LoRA adapter kept beside quantized weights vs merged
+    // into dequantized ones.
+    let adapter = std::env::var_os("BENCH_ADAPTER").map(std::path::PathBuf::from);
+    let mut adapter_rates = serde_json::Map::new();
+    if let Some(dir) = &adapter {
+        for (name, format, merge) in [
+            ("decode_tokens_per_s_lora_unmerged_quantized", engine::WeightFormat::Quantized, false),
+            ("decode_tokens_per_s_lora_merged_f32", engine::WeightFormat::F32, true),
+        ] {
+            let m = Model::load(&path, &LoadOptions { format, adapter: Some(dir.clone()), merge_adapter: merge })?;
+            let g = m.generate(&prompt[..16], &GenerationParams { max_tokens: 32, ..Default::default() }, None, &mut |_| {})?;
+            adapter_rates.insert(name.into(), g.decode_tokens_per_second().into());
+        }
+    }
+    let t = Instant::now();
+    model.last_logits(&prompt)?;
+    let prompt_tps = prompt.len() as f64 / t.elapsed().as_secs_f64();
+
+    let mut train_model = model.llama.to_f32()?;
+    let config = TrainConfig { r: 8, alpha: 16.0, ..Default::default() };
+    let lora = LoraParams::attach(&mut train_model, &config)?;
+    let example = TokenizedExample { ids: prompt.clone(), trainable: vec![true; prompt.len()] };
+    let batch = Batch::new(&[&example, &example, &example, &example], 0)?;
+    let vars: Vec<_> = lora.vars().cloned().collect();
+    let mut opt = candle_nn::AdamW::new_lr(vars, 1e-4)?;
+    let t = Instant::now();
+    for _ in 0..train_steps {
+        let loss = batch_loss_sum(&train_model, &batch)?;
+        use candle_nn::Optimizer;
+        opt.backward_step(&loss)?;
+    }
+    let train_tps = (batch.tokens * train_steps) as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "workbench-engine (candle)",
+            "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
+            "prompt_tokens": prompt.len(),
+            "prompt_tokens_per_s": prompt_tps,
+            "decode_tokens_per_s": decode_tps,
+            "generate_decode_tokens_per_s": gen_out.decode_tokens_per_second(),
+            "train_tokens_per_s": train_tps,
+            "train_batch": [4, prompt.len()],
+            "peak_rss_mb": peak_rss_mb(),
+            "adapter": adapter_rates,
+        })
+    );
+    Ok(())
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
