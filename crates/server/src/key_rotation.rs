@@ -51,13 +51,14 @@ pub async fn rotate_encryption_key(
 
     if let Some(row) = app_settings::Entity::find_by_id(RUNTIME_KEY.to_owned()).one(&txn).await? {
         let mut settings: RuntimeSettings = serde_json::from_str(&row.value)?;
-        if let Some(sealed) = settings.swanlab.api_key_encrypted.clone() {
-            if let Some(resealed) = reseal(&sealed, SWANLAB_KEY_AAD, old, new, "the SwanLab key", &mut report)? {
-                settings.swanlab.api_key_encrypted = Some(resealed);
-                let mut active = row.into_active_model();
-                active.value = Set(serde_json::to_string(&settings)?);
-                active.update(&txn).await?;
-            }
+        let sealed = settings.swanlab.api_key_encrypted.clone();
+        if let Some(sealed) = sealed
+            && let Some(resealed) = reseal(&sealed, SWANLAB_KEY_AAD, old, new, "the SwanLab key", &mut report)?
+        {
+            settings.swanlab.api_key_encrypted = Some(resealed);
+            let mut active = row.into_active_model();
+            active.value = Set(serde_json::to_string(&settings)?);
+            active.update(&txn).await?;
         }
     }
 

@@ -168,7 +168,7 @@ fn parse_max_tokens(value: f64) -> Result<i32, String> {
 }
 
 fn parse_top_k(value: f64) -> Result<f64, String> {
-    if value.fract() == 0.0 && value >= 0.0 && value <= 1_000_000.0 {
+    if value.fract() == 0.0 && (0.0..=1_000_000.0).contains(&value) {
         Ok(value)
     } else {
         Err("must be a whole number, 0 or more (0 turns it off)".into())
