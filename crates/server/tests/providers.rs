@@ -453,6 +453,8 @@ async fn no_response_contains_the_key(app: TestApp) {
         assert!(!res.body.contains("0123456789"), "{what} leaks part of the key: {}", res.body);
     }
     assert_eq!(seen[0].1.json["api_key_masked"], "sk-…6789");
+    assert_eq!(seen[3].1.json["items"][0]["id"], "secret");
+    assert_eq!(seen[3].1.json["items"][0]["api_key_masked"], Value::Null, "users do not even see the masked key");
     assert_eq!(seen[5].1.json["ok"], true, "the stored key was usable: {}", seen[5].1.body);
     assert!(seen[13].1.body.contains("[redacted]"), "{}", seen[13].1.body);
     // The provider did get the key: it is stored, just never shown.

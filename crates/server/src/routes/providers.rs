@@ -71,20 +71,33 @@ pub struct TestReport {
 }
 
 #[utoipa::path(get, path = "/api/providers", tag = "providers", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, body = Page<ProviderView>, description = "users see enabled providers; admins all")))]
+    responses((status = 200, body = Page<ProviderView>, description = "users see enabled providers, without the masked key; admins all")))]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<Page<ProviderView>>> {
     let (page, page_size) = query.checked()?;
+    let is_admin = user.role == crate::auth::tokens::ROLE_ADMIN;
     let mut select = model_providers::Entity::find();
-    if user.role != crate::auth::tokens::ROLE_ADMIN {
+    if !is_admin {
         select = select.filter(model_providers::Column::Status.eq(STATUS_ENABLED));
     }
     let paginator = select.order_by_asc(model_providers::Column::Id).paginate(&state.db, page_size);
     let total = paginator.num_items().await?;
-    let items = paginator.fetch_page(page - 1).await?.into_iter().map(ProviderView::from).collect();
+    let items = paginator
+        .fetch_page(page - 1)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let mut view = ProviderView::from(p);
+            // Even the masked key is the admins' business.
+            if !is_admin {
+                view.api_key_masked = None;
+            }
+            view
+        })
+        .collect();
     Ok(Json(Page { items, total, page, page_size }))
 }
 
