@@ -4,9 +4,12 @@
 //!
 //! A secret the new key already opens is left as it is, so a rotation interrupted after the
 //! commit (before the new key file replaced the old one) can simply be run again.
+use anyhow::Context;
+use rand::RngCore;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, Set, TransactionTrait};
 
 use crate::{
+    config::{self, Settings},
     crypto::Cipher,
     runtime_settings::{RUNTIME_KEY, RuntimeSettings, SWANLAB_KEY_AAD},
 };
@@ -86,4 +89,39 @@ fn reseal(
         }
         Err(_) => Err(RotationError::Undecryptable(owner.to_owned())),
     }
+}
+
+/// The whole `workbench keys rotate` command, for a stopped server: generates a new key into
+/// `encryption.key.new` (0600) beside the current `encryption.key`, re-encrypts every secret, then
+/// renames the new file over the old one. If a previous run was interrupted, its
+/// `encryption.key.new` is reused, so running the command again finishes the job.
+pub async fn rotate_key_file(settings: &Settings) -> anyhow::Result<RotationReport> {
+    if settings.providers.encryption_key.is_some() {
+        anyhow::bail!(
+            "the encryption key comes from the configuration (providers.encryption_key); \
+             rotating it means changing it there, which this command does not do"
+        );
+    }
+    let current_path = settings.data_dir.join("encryption.key");
+    let new_path = settings.data_dir.join("encryption.key.new");
+    let read_key = |path: &std::path::Path| -> anyhow::Result<[u8; 32]> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        config::parse_key(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    let old = read_key(&current_path)?;
+    let new = if new_path.exists() {
+        read_key(&new_path)?
+    } else {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        config::write_private(&new_path, hex::encode(bytes).as_bytes())
+            .with_context(|| format!("writing {}", new_path.display()))?;
+        bytes
+    };
+    let db = store::connect(&settings.database_url()).await.context("connecting to the database")?;
+    let report = rotate_encryption_key(&db, &Cipher::new(&old), &Cipher::new(&new)).await?;
+    db.close().await.ok();
+    std::fs::rename(&new_path, &current_path)
+        .with_context(|| format!("replacing {} with {}", current_path.display(), new_path.display()))?;
+    Ok(report)
 }

@@ -232,8 +232,13 @@ pub fn endpoint(state: &AppState, provider: &model_providers::Model) -> Result<E
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("provider {}: stored URL: {e}", provider.id)))?;
     let api_key = match &provider.api_key_encrypted {
         None => None,
-        Some(sealed) => Some(SecretString::from(state.cipher.decrypt(sealed, &provider.id).map_err(|e| {
-            ApiError::Internal(anyhow::Error::new(e).context(format!("provider {}", provider.id)))
+        Some(sealed) => Some(SecretString::from(state.cipher.decrypt(sealed, &provider.id).map_err(|_| {
+            // Typically the key file was replaced without `workbench keys rotate`.
+            tracing::error!(provider = %provider.id, "stored API key does not decrypt with the current key");
+            ApiError::conflict(
+                "api_key_unreadable",
+                "the stored API key cannot be decrypted with the current encryption key; set the key again",
+            )
         })?)),
     };
     Ok(Endpoint { kind, base_url, api_key })

@@ -20,6 +20,14 @@ on_all_backends!(
     key_rotation_reencrypts_every_secret,
 );
 
+mod key_file {
+    use super::common::{Backend, TestApp};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_replaces_the_key_file() {
+        super::key_file_rotation(TestApp::spawn(Backend::Sqlite).await).await
+    }
+}
+
 const KEY: &str = "sk-test-plaintext-key-0123456789";
 
 async fn patch(app: &TestApp, path: &str, token: &str, body: Value) -> Response {
@@ -558,4 +566,35 @@ async fn key_rotation_reencrypts_every_secret(app: TestApp) {
     // Running it again (say after a crash before the key file was replaced) is harmless.
     let again = rotate_encryption_key(&app.state.db, &old, &new).await.expect("second rotation");
     assert_eq!((again.rotated, again.already_rotated), (0, 2));
+
+    // This server still runs with the old key: a clear error, not a 500 or a garbled key.
+    let stale = post_empty(&app, "/api/providers/a/test", &admin).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.error_code(), "api_key_unreadable");
+}
+
+/// `workbench keys rotate` as the lead wires it: the key file is replaced, and the new key opens
+/// the stored secrets.
+async fn key_file_rotation(app: TestApp) {
+    use sea_orm::EntityTrait;
+    use server::{config::parse_key, crypto::Cipher, key_rotation::rotate_key_file};
+
+    let admin = app.admin_token().await;
+    create_provider(&app, &admin, json!({"id": "a", "name": "A", "kind": "openai", "api_url": "https://a.example.com", "api_key": KEY})).await;
+    let key_path = app.state.settings.data_dir.join("encryption.key");
+    let before = std::fs::read_to_string(&key_path).unwrap();
+
+    let report = rotate_key_file(&app.state.settings).await.expect("rotation");
+    assert_eq!(report.rotated, 1);
+    let after = std::fs::read_to_string(&key_path).unwrap();
+    assert_ne!(before.trim(), after.trim());
+    assert!(!app.state.settings.data_dir.join("encryption.key.new").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let cipher = Cipher::new(&parse_key(&after).unwrap());
+    let row = store::entities::model_providers::Entity::find_by_id("a".to_owned()).one(&app.state.db).await.unwrap().unwrap();
+    assert_eq!(cipher.decrypt(&row.api_key_encrypted.unwrap(), "a").unwrap(), KEY);
 }
