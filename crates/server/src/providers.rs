@@ -172,14 +172,22 @@ pub fn normalise_api_url(raw: &str) -> String {
     raw.trim().trim_end_matches('/').to_owned()
 }
 
+/// How long saving a provider waits for its host name to resolve.
+const SAVE_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Refuses link-local/metadata addresses always and private ones unless the admin allows them.
-/// A host name that does not resolve now is accepted: the connect-time resolver checks again.
+/// A host name that does not resolve now (or not within [`SAVE_DNS_TIMEOUT`]) is accepted: the
+/// resolver of the outbound client applies the same policy to every connection.
 pub async fn check_url_policy(url: &Url, allow_private: bool) -> Result<(), String> {
-    match UrlPolicy::new(allow_private).check(url).await {
-        Ok(()) => Ok(()),
-        Err(LlmError::UrlRefused(reason)) => Err(format!("refused: {reason}")),
-        Err(err) => {
-            tracing::info!(error = %err, "provider URL not resolvable while saving");
+    match tokio::time::timeout(SAVE_DNS_TIMEOUT, UrlPolicy::new(allow_private).check(url)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(LlmError::UrlRefused(reason))) => Err(format!("refused: {reason}")),
+        Ok(Err(err)) => {
+            tracing::info!(error = %err, "provider host not resolvable while saving");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::info!(host = ?url.host_str(), "provider host did not resolve in time while saving");
             Ok(())
         }
     }
