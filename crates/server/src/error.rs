@@ -32,6 +32,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// A provider answered with an error or could not be reached; the message is the provider's
+    /// own text (keys are scrubbed by the `llm` crate).
+    #[error("{0}")]
+    Upstream(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("internal error")]
@@ -91,6 +95,7 @@ impl ApiError {
             Self::Validation(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "some fields are invalid".into())
             }
+            Self::Upstream(message) => (StatusCode::BAD_GATEWAY, "upstream_error", message.clone()),
             Self::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many attempts, try again later".into())
             }

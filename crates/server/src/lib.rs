@@ -5,8 +5,10 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod key_rotation;
 pub mod openapi;
 pub mod pagination;
+pub mod providers;
 pub mod router;
 pub mod routes;
 pub mod runtime_settings;
@@ -45,6 +47,8 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
             auth.login_window_secs,
         )),
         cipher: Cipher::new(&secrets.encryption_key),
+        provider_clients: providers::ProviderClients::new(llm::Timeouts::default())
+            .context("building the provider HTTP clients")?,
         clock,
         settings: Arc::new(settings),
     };

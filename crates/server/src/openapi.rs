@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth};
+use crate::routes::{admin, auth, model_configs, providers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,9 +15,14 @@ use crate::routes::{admin, auth};
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password,
         admin::list_users, admin::create_user, admin::get_user, admin::update_user, admin::reset_password,
         admin::get_settings, admin::update_settings,
+        providers::list, providers::create, providers::get, providers::update, providers::delete,
+        providers::test, providers::sync, providers::list_models, providers::update_model,
+        model_configs::list, model_configs::create, model_configs::get, model_configs::update, model_configs::delete,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth", description = "Login and tokens"), (name = "admin", description = "User management and settings"))
+    tags((name = "auth", description = "Login and tokens"), (name = "admin", description = "User management and settings"),
+        (name = "providers", description = "Model providers, their model lists and connection tests"),
+        (name = "model-configs", description = "Each user's own model parameters"))
 )]
 pub struct ApiDoc;
 

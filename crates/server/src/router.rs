@@ -3,7 +3,7 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
     http::{HeaderName, HeaderValue, Method, header},
-    routing::{get, post, put},
+    routing::{get, patch, post, put},
 };
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, ops},
+    routes::{admin, auth, model_configs, ops, providers},
     state::AppState,
 };
 
@@ -31,6 +31,15 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}", get(admin::get_user).patch(admin::update_user))
         .route("/admin/users/{id}/password", put(admin::reset_password))
         .route("/admin/settings", get(admin::get_settings).patch(admin::update_settings))
+        .route("/providers", get(providers::list).post(providers::create))
+        .route("/providers/{id}", get(providers::get).patch(providers::update).delete(providers::delete))
+        .route("/providers/{id}/test", post(providers::test))
+        .route("/providers/{id}/sync", post(providers::sync))
+        .route("/providers/{id}/models", get(providers::list_models))
+        // Model ids contain '/' and ':' ("meta-llama/Llama-3:8b"): the rest of the path.
+        .route("/providers/{id}/models/{*model_id}", patch(providers::update_model))
+        .route("/model-configs", get(model_configs::list).post(model_configs::create))
+        .route("/model-configs/{id}", get(model_configs::get).patch(model_configs::update).delete(model_configs::delete))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

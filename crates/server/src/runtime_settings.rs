@@ -7,9 +7,10 @@ use utoipa::ToSchema;
 use crate::{crypto, error::ApiError, state::AppState};
 use store::entities::app_settings;
 
-const KEY: &str = "runtime";
+/// The `app_settings` row holding these settings.
+pub(crate) const RUNTIME_KEY: &str = "runtime";
 /// Associated data binding the encrypted SwanLab key to this settings row.
-const SWANLAB_KEY_AAD: &str = "app_settings:runtime:swanlab";
+pub(crate) const SWANLAB_KEY_AAD: &str = "app_settings:runtime:swanlab";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeSettings {
@@ -98,7 +99,7 @@ pub async fn load(state: &AppState) -> Result<RuntimeSettings, ApiError> {
 }
 
 async fn load_from(db: &impl ConnectionTrait, state: &AppState) -> Result<RuntimeSettings, ApiError> {
-    let row = app_settings::Entity::find_by_id(KEY.to_owned()).one(db).await?;
+    let row = app_settings::Entity::find_by_id(RUNTIME_KEY.to_owned()).one(db).await?;
     match row {
         Some(row) => serde_json::from_str(&row.value)
             .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("stored settings are corrupt"))),
@@ -112,7 +113,7 @@ async fn load_from(db: &impl ConnectionTrait, state: &AppState) -> Result<Runtim
 
 pub async fn update(state: &AppState, patch: SettingsPatch) -> Result<RuntimeSettings, ApiError> {
     let mut current = load(state).await?;
-    let exists = app_settings::Entity::find_by_id(KEY.to_owned()).one(&state.db).await?.is_some();
+    let exists = app_settings::Entity::find_by_id(RUNTIME_KEY.to_owned()).one(&state.db).await?.is_some();
     if let Some(v) = patch.registration_open {
         current.registration_open = v;
     }
@@ -146,7 +147,7 @@ pub async fn update(state: &AppState, patch: SettingsPatch) -> Result<RuntimeSet
         }
     }
     let row = app_settings::ActiveModel {
-        key: Set(KEY.to_owned()),
+        key: Set(RUNTIME_KEY.to_owned()),
         value: Set(serde_json::to_string(&current).expect("settings serialise")),
         updated_at: Set(state.clock.now()),
     };

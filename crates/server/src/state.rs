@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher};
+use crate::{auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +13,6 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub login_limiter: Arc<LoginLimiter>,
     pub cipher: Cipher,
+    /// Outbound HTTP clients for provider APIs, one per private-URL setting.
+    pub provider_clients: ProviderClients,
 }

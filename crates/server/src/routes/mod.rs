@@ -1,4 +1,6 @@
 //! Handlers, one module per resource.
 pub mod admin;
 pub mod auth;
+pub mod model_configs;
 pub mod ops;
+pub mod providers;

@@ -12,7 +12,10 @@ pub struct Model {
     pub size: Option<i64>,
     pub description: Option<String>,
     pub is_vision: bool,
+    /// The admin's choice: 1 enabled, 0 disabled.
     pub status: i32,
+    /// Listed by the provider at the last sync; vanished models stay (configs point at them).
+    pub available: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: Option<DateTimeUtc>,
 }
