@@ -38,6 +38,18 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// The key that encrypts provider API keys at rest.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Generate a new encryption key file and re-encrypt every stored secret with it, in one
+    /// transaction. Stop the server first: a running server keeps the old key in memory.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +99,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { action } => migrate(settings, action).await,
         Command::User { action: UserAction::Create(args) } => create_user(settings, args).await,
+        Command::Keys { action: KeysAction::Rotate } => {
+            let report = server::key_rotation::rotate_key_file(&settings).await?;
+            println!(
+                "re-encrypted {} secret(s) with the new key ({} already used it)",
+                report.rotated, report.already_rotated
+            );
+            Ok(())
+        }
     }
 }
 
