@@ -16,7 +16,16 @@ export WORKBENCH__AUTH__ACCESS_TOKEN_TTL_SECS=${WORKBENCH__AUTH__ACCESS_TOKEN_TT
 export E2E_TOKEN_WAIT_S=${E2E_TOKEN_WAIT_S:-11}
 "$root/target/debug/workbench" --data-dir "$data" serve --bind "127.0.0.1:$port" >"$data/server.log" 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
+fake_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The fake provider: models pick their behaviour by name (think: reasoning block; cut: the
+# stream breaks off mid-answer).
+"$root/target/debug/fake-provider" --listen "127.0.0.1:$fake_port" --models think,cut >"$data/fake.log" 2>&1 &
+fake=$!
+cleanup() {
+  kill "$server" "$fake" 2>/dev/null || true
+  wait "$server" "$fake" 2>/dev/null || true
+  rm -rf "$data"
+}
 trap cleanup EXIT
 
 for _ in $(seq 1 100); do
@@ -26,6 +35,9 @@ done
 curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$data/server.log"; exit 1; }
 
 export WORKBENCH_URL="http://127.0.0.1:$port"
+export E2E_PROVIDER_URL="http://127.0.0.1:$fake_port/v1"
+export E2E_MODEL=think
+export E2E_FAIL_MODEL=cut
 export WORKBENCH_ADMIN_EMAIL=$WORKBENCH__AUTH__BOOTSTRAP_ADMIN_EMAIL
 export WORKBENCH_ADMIN_PASSWORD=$WORKBENCH__AUTH__BOOTSTRAP_ADMIN_PASSWORD
 (cd web && node e2e/run.mjs) || { echo "--- server log ---"; tail -50 "$data/server.log"; exit 1; }
