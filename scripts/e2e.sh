@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 cargo build -p workbench -p fake-provider
+# Screenshots of this run only (they are the run's artifacts).
+rm -rf web/test-results
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export WORKBENCH__AUTH__BOOTSTRAP_ADMIN_EMAIL=admin@example.com
