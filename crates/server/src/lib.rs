@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod key_rotation;
+pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod providers;
@@ -49,6 +50,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         cipher: Cipher::new(&secrets.encryption_key),
         provider_clients: providers::ProviderClients::new(llm::Timeouts::default())
             .context("building the provider HTTP clients")?,
+        http_metrics: Arc::default(),
         clock,
         settings: Arc::new(settings),
     };

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/docs/init.js", get(ops::docs_init))
         .route("/docs/swagger-ui-bundle.js", get(ops::docs_bundle))
         .route("/docs/swagger-ui.css", get(ops::docs_css))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(crate::metrics::endpoint))
         .fallback(crate::web::serve)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -15,4 +15,5 @@ pub struct AppState {
     pub cipher: Cipher,
     /// Outbound HTTP clients for provider APIs, one per private-URL setting.
     pub provider_clients: ProviderClients,
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }

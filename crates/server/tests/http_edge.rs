@@ -108,3 +108,21 @@ fn openapi_snapshot() {
     let snapshot = std::fs::read_to_string(&path).expect("docs/openapi.json exists; run with UPDATE_OPENAPI=1");
     assert_eq!(snapshot.trim_end(), current, "the OpenAPI document changed; review and update the snapshot");
 }
+
+#[tokio::test]
+async fn prometheus_metrics_count_requests_by_route_template() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin_token().await;
+    for id in [1, 2, 3] {
+        app.get(&format!("/api/admin/users/{id}"), &token).await;
+    }
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"workbench_http_requests_total{method="GET",route="/api/admin/users/{id}",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"workbench_http_requests_total{method="GET",route="/api/admin/users/{id}",status="404"} 2"#));
+    assert!(text.contains(r#"workbench_http_requests_total{method="POST",route="/api/auth/login",status="200"} 1"#));
+    assert!(text.contains(r#"workbench_http_request_duration_seconds_count{method="GET",route="/api/admin/users/{id}"} 3"#));
+    assert!(!text.contains("/api/admin/users/2"), "raw paths never become labels");
+}

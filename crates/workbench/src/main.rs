@@ -86,9 +86,13 @@ struct CreateUser {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("WORKBENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    let filter = EnvFilter::try_from_env("WORKBENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // JSON lines for log shippers; human-readable text otherwise.
+    if std::env::var("WORKBENCH_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let mut settings = Settings::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
         Command::Serve { bind } => {
