@@ -33,7 +33,9 @@ train_steps=3
 # of LoRA unmerged (quantized base) vs merged (f32 base).
 adapter="$(pwd)/../shared/fixtures/reference/peft/adapter"
 [[ -f "$adapter/adapter_config.json" ]] && export BENCH_ADAPTER="$adapter"
-CANDLE_NUM_THREADS="$threads" RAYON_NUM_THREADS="$threads" \
+# Matmuls and the engine's kernels run on rayon's $threads threads; candle's separate element-wise
+# pool (CANDLE_NUM_THREADS) would spin against them on few cores, as the workbench binary avoids too.
+CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS="$threads" \
     cargo run -q -p engine --example bench -- "$model" "$train_steps" | tee "$out/engine.json"
 [[ $smoke == 1 ]] && exit 0
 

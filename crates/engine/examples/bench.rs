@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "engine": "workbench-engine (candle)",
-            "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
+            "threads": std::env::var("RAYON_NUM_THREADS").ok(),
             "prompt_tokens": prompt.len(),
             "prompt_tokens_per_s": prompt_tps,
             "decode_tokens_per_s": decode_tps,

@@ -24,6 +24,7 @@ mod kernels;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;
+mod train_ops;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

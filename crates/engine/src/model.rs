@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kernels::{HostLora, QuantWeight};
+use crate::train_ops::FrozenLinear;
 
 /// How base weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,52 +137,6 @@ fn dense_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     y.reshape(out_dims)
 }
 
-/// `x·Wᵀ` for a frozen `W`: candle's matmul backward would also compute the weight's gradient,
-/// doubling the cost of every backward pass, so this op only propagates to `x`.
-struct FrozenMatmul {
-    w: Tensor,
-}
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-matmul needs a contiguous input")
-        };
-        let dev = Device::Cpu;
-        let x = match storage {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &dev)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &dev)?,
-            _ => candle_core::bail!("frozen-matmul supports f32 and f64"),
-        };
-        let y = dense_matmul(&x, &self.w)?;
-        let flat = y.flatten_all()?;
-        let out = match y.dtype() {
-            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-            _ => CpuStorage::F32(flat.to_vec1()?),
-        };
-        Ok((out, y.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dims = grad.dims().to_vec();
-        let out_f = *dims.last().unwrap();
-        let rows = grad.elem_count() / out_f;
-        let g = grad.reshape((rows, out_f))?.matmul(&self.w)?;
-        let mut in_dims = dims;
-        *in_dims.last_mut().unwrap() = self.w.dim(1)?;
-        Ok(Some(g.reshape(in_dims)?))
-    }
-}
-
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = match &self.base {
@@ -189,7 +144,15 @@ impl Linear {
             BaseWeight::Kernel(q) => q.forward(x, None)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Dense(w) if train => {
-                x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+                let x = x.contiguous()?;
+                match &self.lora {
+                    // Base and LoRA in one op whose backward skips the frozen weight's gradient.
+                    Some(l) if l.dropout == 0.0 => {
+                        let op = FrozenLinear { w: w.clone(), scale: l.scale };
+                        return x.apply_op3(&l.a, &l.b, op);
+                    }
+                    _ => x.apply_op1(FrozenLinear { w: w.clone(), scale: 0.0 })?,
+                }
             }
             BaseWeight::Dense(w) => dense_matmul(x, w)?,
         };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatMessage, ChatTemplate};
@@ -332,9 +332,8 @@ impl Batch {
 /// Sum over the batch's trainable positions of −log p(target).
 pub fn batch_loss_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
     let logits = model.train_logits_at(&batch.input, &batch.rows)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&batch.targets.unsqueeze(1)?, 1)?;
-    Ok(picked.sum_all()?.neg()?)
+    let targets = batch.targets.to_vec1::<u32>()?;
+    Ok(logits.contiguous()?.apply_op1(crate::train_ops::CrossEntropySum { targets })?)
 }
 
 thread_local! {

@@ -1,4 +1,6 @@
 //! `workbench`: the platform's one binary.
+mod engine_cmd;
+
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
@@ -38,6 +40,12 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Token ids of TEXT with the model's own tokenizer, as `{"ids": [...]}`.
+    Tokenize(engine_cmd::TokenizeArgs),
+    /// Answer a chat with the local engine (streams the text, or one JSON object with --json).
+    Generate(engine_cmd::GenerateArgs),
+    /// Train a LoRA adapter (PEFT format); one JSON line per optimizer step, then a summary line.
+    Train(engine_cmd::TrainArgs),
     /// The key that encrypts provider API keys at rest.
     Keys {
         #[command(subcommand)]
@@ -83,9 +91,32 @@ struct CreateUser {
     admin: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    configure_cpu_threads();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}
+
+/// Runs before any other thread exists (setting the environment is only sound then).
+/// candle's element-wise ops wait on a spinning worker pool of their own while its matmuls run on
+/// rayon's; on a few shared cores the two pools spin against each other and halve training speed,
+/// so element-wise ops stay on the calling thread unless CANDLE_NUM_THREADS says otherwise.
+/// Matmuls and the quantized kernels follow RAYON_NUM_THREADS (default: one per core).
+fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: single-threaded at this point, see above.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The engine commands need neither settings nor logging.
+    let command = match cli.command {
+        Command::Tokenize(args) => return engine_cmd::tokenize(args),
+        Command::Generate(args) => return engine_cmd::generate(args),
+        Command::Train(args) => return engine_cmd::train_cancellable(args).await,
+        other => other,
+    };
     let filter = EnvFilter::try_from_env("WORKBENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // JSON lines for log shippers; human-readable text otherwise.
     if std::env::var("WORKBENCH_LOG_FORMAT").is_ok_and(|f| f == "json") {
@@ -94,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let mut settings = Settings::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
-    match cli.command {
+    match command {
         Command::Serve { bind } => {
             if let Some(bind) = bind {
                 settings.server.bind = bind;
@@ -111,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Tokenize(_) | Command::Generate(_) | Command::Train(_) => unreachable!("handled above"),
     }
 }
 

@@ -1,0 +1,321 @@
+//! The trainer's heavy differentiable ops, written against the gemm kernels directly.
+//!
+//! Composed from candle ops, a LoRA projection over a frozen weight costs five matmuls forward
+//! (one of them a weight gradient nobody wants), half a dozen full-size temporaries and copies in
+//! and out of custom ops; the loss over a 49k vocabulary costs six more passes over
+//! `tokens × vocab` floats each way. Here each is one op with a hand-written backward that
+//! computes only what LoRA training needs: input gradients through frozen weights, gradients of
+//! the rank-r factors, and the loss gradient `softmax − one_hot` in one pass.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+    /// exp(self − shift) in the type's own precision: f32 `exp` is several times cheaper than
+    /// f64's, and the loss runs it over every logit twice.
+    fn exp_minus(self, shift: f64) -> f64;
+}
+
+impl Float for f32 {
+    fn exp_minus(self, shift: f64) -> f64 {
+        (self - shift as f32).exp() as f64
+    }
+    fn slice(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Float for f64 {
+    fn exp_minus(self, shift: f64) -> f64 {
+        (self - shift).exp()
+    }
+    fn slice(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A matrix operand: data plus row and column strides (a transpose is a swap of the strides).
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
+    Mat { data, rs, cs }
+}
+
+/// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, dst row-major.
+fn gemm_into<T: Float>(dst: &mut [T], accumulate: bool, m: usize, n: usize, k: usize, lhs: Mat<T>, rhs: Mat<T>, scale: f64) {
+    let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::from_f64(0.0));
+        }
+        return;
+    }
+    assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operand too small");
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the asserts above keep every index the strides produce inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(scale),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Runs `f` on the contiguous data of a CPU tensor.
+fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("train ops run on the CPU") };
+    let Some(data) = T::slice(cpu) else { candle_core::bail!("train ops: dtype {:?}", t.dtype()) };
+    let (start, end) = layout.contiguous_offsets().expect("contiguous");
+    Ok(f(&data[start..end]))
+}
+
+fn input_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{what} must be contiguous") };
+    let Some(data) = T::slice(s) else { candle_core::bail!("{what}: unsupported dtype {:?}", s.dtype()) };
+    Ok(&data[start..end])
+}
+
+fn with_last_dim(shape: &Shape, n: usize) -> Shape {
+    let mut dims = shape.dims().to_vec();
+    *dims.last_mut().expect("at least one dimension") = n;
+    Shape::from(dims)
+}
+
+/// `x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ)` over a frozen `W [out, in]`, as `apply_op1` (no LoRA) or
+/// `apply_op3(A, B)`. The backward never forms a gradient for `W`.
+pub(crate) struct FrozenLinear {
+    pub(crate) w: Tensor,
+    pub(crate) scale: f64,
+}
+
+impl FrozenLinear {
+    fn dims(&self) -> (usize, usize) {
+        self.w.dims2().expect("2-d weight")
+    }
+
+    fn forward<T: Float>(&self, x: &[T], shape: &Shape, lora: Option<(&[T], &[T])>) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out_f, in_f) = self.dims();
+        let rows = x.len() / in_f;
+        let mut y = vec![T::from_f64(0.0); rows * out_f];
+        with_data::<T, _>(&self.w, |w| gemm_into(&mut y, false, rows, out_f, in_f, mat(x, in_f, 1), mat(w, 1, in_f), 1.0))?;
+        if let Some((a, b)) = lora {
+            let r = a.len() / in_f;
+            let mut t = vec![T::from_f64(0.0); rows * r];
+            gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
+            gemm_into(&mut y, true, rows, out_f, r, mat(&t, r, 1), mat(b, 1, r), self.scale);
+        }
+        Ok((T::to_cpu_storage_owned(y), with_last_dim(shape, out_f)))
+    }
+
+    fn backward<T: Float>(&self, x: &Tensor, lora: Option<(&Tensor, &Tensor)>, grad: &Tensor) -> candle_core::Result<[Option<Tensor>; 3]> {
+        let (out_f, in_f) = self.dims();
+        let rows = grad.elem_count() / out_f;
+        let dev = grad.device();
+        let in_shape = x.shape().clone();
+        with_data::<T, _>(grad, |g| -> candle_core::Result<[Option<Tensor>; 3]> {
+            let mut dx = vec![T::from_f64(0.0); rows * in_f];
+            with_data::<T, _>(&self.w, |w| gemm_into(&mut dx, false, rows, in_f, out_f, mat(g, out_f, 1), mat(w, in_f, 1), 1.0))?;
+            let Some((a, b)) = lora else {
+                return Ok([Some(Tensor::from_vec(dx, in_shape, dev)?), None, None]);
+            };
+            let r = a.dim(0)?;
+            with_data::<T, _>(x, |x| {
+                with_data::<T, _>(a, |a| {
+                    with_data::<T, _>(b, |b| {
+                        let s = self.scale;
+                        // u = g·B and t = x·Aᵀ are [rows, r]: cheap, so t is recomputed
+                        // rather than kept from the forward pass.
+                        let mut u = vec![T::from_f64(0.0); rows * r];
+                        gemm_into(&mut u, false, rows, r, out_f, mat(g, out_f, 1), mat(b, r, 1), 1.0);
+                        let mut t = vec![T::from_f64(0.0); rows * r];
+                        gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
+                        gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
+                        let mut da = vec![T::from_f64(0.0); r * in_f];
+                        gemm_into(&mut da, false, r, in_f, rows, mat(&u, 1, r), mat(x, in_f, 1), s);
+                        let mut db = vec![T::from_f64(0.0); out_f * r];
+                        gemm_into(&mut db, false, out_f, r, rows, mat(g, 1, out_f), mat(&t, r, 1), s);
+                        Ok([
+                            Some(Tensor::from_vec(dx, in_shape, dev)?),
+                            Some(Tensor::from_vec(da, (r, in_f), dev)?),
+                            Some(Tensor::from_vec(db, (out_f, r), dev)?),
+                        ])
+                    })?
+                })?
+            })?
+        })?
+    }
+}
+
+impl candle_core::CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        match s.dtype() {
+            DType::F32 => self.forward::<f32>(input_slice(s, l, "x")?, l.shape(), None),
+            DType::F64 => self.forward::<f64>(input_slice(s, l, "x")?, l.shape(), None),
+            d => candle_core::bail!("frozen-linear: unsupported dtype {d:?}"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let [dx, _, _] = match x.dtype() {
+            DType::F64 => self.backward::<f64>(x, None, grad)?,
+            _ => self.backward::<f32>(x, None, grad)?,
+        };
+        Ok(dx)
+    }
+}
+
+impl candle_core::CustomOp3 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear-lora"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.forward::<f32>(
+                input_slice(s1, l1, "x")?,
+                l1.shape(),
+                Some((input_slice(s2, l2, "lora A")?, input_slice(s3, l3, "lora B")?)),
+            ),
+            DType::F64 => self.forward::<f64>(
+                input_slice(s1, l1, "x")?,
+                l1.shape(),
+                Some((input_slice(s2, l2, "lora A")?, input_slice(s3, l3, "lora B")?)),
+            ),
+            d => candle_core::bail!("frozen-linear-lora: unsupported dtype {d:?}"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dx, da, db] = match x.dtype() {
+            DType::F64 => self.backward::<f64>(x, Some((a, b)), grad)?,
+            _ => self.backward::<f32>(x, Some((a, b)), grad)?,
+        };
+        Ok((dx, da, db))
+    }
+}
+
+/// Sum over rows of `logits [n, vocab]` of `−log softmax(row)[target]`, as a scalar.
+pub(crate) struct CrossEntropySum {
+    pub(crate) targets: Vec<u32>,
+}
+
+/// Per row: (max, log Σ exp(x − max)).
+fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    let sum: f64 = row.iter().map(|&v| v.exp_minus(max)).sum();
+    (max, sum.ln())
+}
+
+impl CrossEntropySum {
+    fn forward<T: Float>(&self, logits: &[T], vocab: usize) -> candle_core::Result<CpuStorage> {
+        if logits.len() != self.targets.len() * vocab {
+            candle_core::bail!("cross-entropy: {} targets for {} rows", self.targets.len(), logits.len() / vocab);
+        }
+        let loss: f64 = logits
+            .par_chunks(vocab)
+            .zip(&self.targets)
+            .map(|(row, &t)| {
+                let (max, lse) = row_stats(row);
+                max + lse - row[t as usize].to_f64()
+            })
+            .sum();
+        Ok(T::to_cpu_storage_owned(vec![T::from_f64(loss)]))
+    }
+
+    fn backward<T: Float>(&self, logits: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let (rows, vocab) = logits.dims2()?;
+        let mut out = vec![T::from_f64(0.0); rows * vocab];
+        with_data::<T, _>(logits, |x| {
+            out.par_chunks_mut(vocab).zip(x.par_chunks(vocab)).zip(&self.targets).for_each(|((dst, row), &t)| {
+                let (max, lse) = row_stats(row);
+                let shift = max + lse;
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = T::from_f64(g * v.exp_minus(shift));
+                }
+                dst[t as usize] = T::from_f64(dst[t as usize].to_f64() - g);
+            })
+        })?;
+        Tensor::from_vec(out, (rows, vocab), logits.device())
+    }
+}
+
+impl candle_core::CustomOp1 for CrossEntropySum {
+    fn name(&self) -> &'static str {
+        "cross-entropy-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, vocab) = l.shape().dims2()?;
+        let storage = match s.dtype() {
+            DType::F32 => self.forward::<f32>(input_slice(s, l, "logits")?, vocab)?,
+            DType::F64 => self.forward::<f64>(input_slice(s, l, "logits")?, vocab)?,
+            d => candle_core::bail!("cross-entropy: unsupported dtype {d:?}"),
+        };
+        Ok((storage, Shape::from(())))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match logits.dtype() {
+            DType::F64 => self.backward::<f64>(logits, grad)?,
+            _ => self.backward::<f32>(logits, grad)?,
+        }))
+    }
+}
