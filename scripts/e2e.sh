@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-cargo build -p workbench -p fake-provider
+# The same selection as the test run, so cargo reuses its build instead of re-resolving features.
+cargo build --workspace --all-targets
 # Screenshots of this run only (they are the run's artifacts).
 rm -rf web/test-results
 data=$(mktemp -d)
