@@ -1,5 +1,6 @@
 //! The HTTP server: configuration, state, routes and the error envelope.
 pub mod auth;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -49,6 +50,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         cipher: Cipher::new(&secrets.encryption_key),
         provider_clients: providers::ProviderClients::new(llm::Timeouts::default())
             .context("building the provider HTTP clients")?,
+        answers: chat::ActiveAnswers::default(),
         clock,
         settings: Arc::new(settings),
     };

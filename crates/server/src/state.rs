@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
+use crate::{chat::ActiveAnswers, auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +15,6 @@ pub struct AppState {
     pub cipher: Cipher,
     /// Outbound HTTP clients for provider APIs, one per private-URL setting.
     pub provider_clients: ProviderClients,
+    /// Answers streaming now, by session, so a stop request can reach them.
+    pub answers: ActiveAnswers,
 }

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 pub mod admin;
 pub mod auth;
+pub mod chat;
 pub mod model_configs;
 pub mod ops;
 pub mod providers;
