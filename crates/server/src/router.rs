@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, model_configs, ops, providers},
+    routes::{admin, auth, chat, model_configs, ops, prompts, providers},
     state::AppState,
 };
 
@@ -47,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/sessions/{id}/regenerate", post(chat::regenerate))
         .route("/chat/sessions/{id}/stop", post(chat::stop))
         .route("/chat/sessions/{id}/export", get(chat::export))
+        .route("/system-prompts", get(prompts::list_system).post(prompts::create_system))
+        .route("/system-prompts/{id}", get(prompts::get_system).patch(prompts::update_system).delete(prompts::delete_system))
+        .route("/test-prompts", get(prompts::list_test).post(prompts::create_test))
+        .route("/test-prompts/{id}", get(prompts::get_test).patch(prompts::update_test).delete(prompts::delete_test))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

@@ -4,4 +4,5 @@ pub mod auth;
 pub mod chat;
 pub mod model_configs;
 pub mod ops;
+pub mod prompts;
 pub mod providers;
