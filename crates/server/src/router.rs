@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, model_configs, ops, prompts, providers},
+    routes::{admin, auth, chat, comparisons, model_configs, ops, prompts, providers},
     state::AppState,
 };
 
@@ -47,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/sessions/{id}/regenerate", post(chat::regenerate))
         .route("/chat/sessions/{id}/stop", post(chat::stop))
         .route("/chat/sessions/{id}/export", get(chat::export))
+        .route("/comparisons", get(comparisons::list).post(comparisons::create))
+        .route("/comparisons/{id}", get(comparisons::get).delete(comparisons::delete))
+        .route("/comparisons/{id}/rerun", post(comparisons::rerun))
+        .route("/comparisons/{id}/export", get(comparisons::export))
         .route("/system-prompts", get(prompts::list_system).post(prompts::create_system))
         .route("/system-prompts/{id}", get(prompts::get_system).patch(prompts::update_system).delete(prompts::delete_system))
         .route("/test-prompts", get(prompts::list_test).post(prompts::create_test))

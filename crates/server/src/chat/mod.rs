@@ -4,6 +4,7 @@
 //! events into a bounded channel that feeds the response body, and watches for a stop (the stop
 //! endpoint) and for the body going away (a dropped client). Either way it drops the upstream
 //! stream at once (which aborts the provider request) and still saves what was streamed so far.
+pub mod comparison;
 pub mod metrics;
 mod registry;
 

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod comparisons;
 pub mod model_configs;
 pub mod ops;
 pub mod prompts;

@@ -1,12 +1,13 @@
-//! Prompt library: `test_prompts.category` (test prompts are filtered by category like system
-//! prompts) and the built-in system prompts every user sees (`is_system`, owned by nobody).
+//! Playground additions: `test_prompts.category` (test prompts are filtered by category like
+//! system prompts), `model_tests.system_prompt` (a comparison is re-run with the same system
+//! prompt) and the built-in system prompts every user sees (`is_system`, owned by nobody).
 use sea_orm_migration::{prelude::*, schema::*};
 
 pub struct Migration;
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
-        "m20261125_000003_prompt_library"
+        "m20261125_000003_chat_library"
     }
 }
 
@@ -49,6 +50,10 @@ impl MigrationTrait for Migration {
             Table::alter().table(Alias::new("test_prompts")).add_column(string_len_null(Alias::new("category"), 50)).to_owned(),
         )
         .await?;
+        m.alter_table(
+            Table::alter().table(Alias::new("model_tests")).add_column(text_null(Alias::new("system_prompt"))).to_owned(),
+        )
+        .await?;
         let mut insert = Query::insert();
         insert.into_table(Alias::new("system_prompts")).columns([
             Alias::new("name"),
@@ -86,6 +91,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.alter_table(Table::alter().table(Alias::new("model_tests")).drop_column(Alias::new("system_prompt")).to_owned())
+            .await?;
         m.alter_table(Table::alter().table(Alias::new("test_prompts")).drop_column(Alias::new("category")).to_owned())
             .await
     }
