@@ -38,6 +38,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
     let secrets = Secrets::load_or_generate(&settings)?;
     let db = store::connect(&settings.database_url()).await.context("connecting to the database")?;
     store::Migrator::up(&db, None).await.context("applying migrations")?;
+    chat::settle_interrupted(&db).await.context("settling interrupted answers")?;
     let auth = &settings.auth;
     let state = AppState {
         db,

@@ -183,6 +183,27 @@ pub async fn insert_message(
     .await
 }
 
+/// Marks answers and comparisons that were streaming when the server last stopped as `stopped`:
+/// their tasks are gone, and the rows would otherwise show "streaming" forever. Called at start-up.
+pub async fn settle_interrupted(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    let answers = chat_messages::Entity::update_many()
+        .col_expr(chat_messages::Column::IsStreaming, Expr::value(false))
+        .col_expr(chat_messages::Column::FinishReason, Expr::value("stopped"))
+        .filter(chat_messages::Column::IsStreaming.eq(true))
+        .exec(db)
+        .await?;
+    let tests = store::entities::model_tests::Entity::update_many()
+        .col_expr(store::entities::model_tests::Column::IsStreaming, Expr::value(false))
+        .filter(store::entities::model_tests::Column::IsStreaming.eq(true))
+        .exec(db)
+        .await?;
+    if answers.rows_affected + tests.rows_affected > 0 {
+        tracing::warn!(answers = answers.rows_affected, comparisons = tests.rows_affected, "settled answers interrupted by a restart");
+    }
+    Ok(())
+}
+
 /// One answer about to be streamed: its placeholder row already exists.
 pub struct Answer {
     pub session_id: i32,
