@@ -143,9 +143,10 @@ fn last<'a>(events: &'a [(String, Value)], name: &str) -> &'a Value {
 }
 
 async fn messages(app: &TestApp, token: &str, session: i64) -> Vec<Value> {
-    let res = app.get(&format!("/api/chat/sessions/{session}/messages"), token).await;
+    let res = app.get(&format!("/api/chat/sessions/{session}/messages?page_size=100"), token).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    res.json.as_array().unwrap().clone()
+    assert_eq!(res.json["total"].as_u64().unwrap() as usize, res.json["items"].as_array().unwrap().len());
+    res.json["items"].as_array().unwrap().clone()
 }
 
 async fn sessions_crud_search_and_cascade(app: TestApp) {
@@ -254,6 +255,10 @@ async fn an_answer_streams_in_order_and_is_saved_whole(app: TestApp) {
     assert_eq!(saved[1]["model_config_id"], chat.config("fake-normal"));
     assert_eq!(saved[1]["metrics"]["answer_tokens"], 7);
     assert_eq!(saved[1]["thinking"], Value::Null);
+
+    // Messages are a list like every other: paged, oldest first.
+    let page = app.get(&format!("/api/chat/sessions/{session}/messages?page=2&page_size=1"), &chat.token).await;
+    assert_eq!((page.json["total"].as_u64(), page.json["items"][0]["id"].clone()), (Some(2), saved[1]["id"].clone()));
 
     // The title comes from the first message, cut to 50 characters.
     let title = app.get(&format!("/api/chat/sessions/{session}"), &chat.token).await.json["title"].clone();

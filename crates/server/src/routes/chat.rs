@@ -279,15 +279,23 @@ pub async fn delete_session(State(state): State<AppState>, AuthUser(user): AuthU
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/chat/sessions/{id}/messages", tag = "chat", security(("bearer" = [])),
-    responses((status = 200, body = Vec<MessageView>, description = "every message, oldest first"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/chat/sessions/{id}/messages", tag = "chat", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Page<MessageView>, description = "the session's messages, oldest first"), (status = 404, body = ErrorBody)))]
 pub async fn list_messages(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<i32>,
-) -> ApiResult<Json<Vec<MessageView>>> {
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<Page<MessageView>>> {
+    let (page, page_size) = query.checked()?;
     let session = find_own(&state, user.id, id).await?;
-    Ok(Json(chat::messages(&state.db, session.id).await?.into_iter().map(MessageView::from).collect()))
+    let paginator = chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session.id))
+        .order_by_asc(chat_messages::Column::Id)
+        .paginate(&state.db, page_size);
+    let total = paginator.num_items().await?;
+    let items = paginator.fetch_page(page - 1).await?.into_iter().map(MessageView::from).collect();
+    Ok(Json(Page { items, total, page, page_size }))
 }
 
 #[utoipa::path(post, path = "/api/chat/sessions/{id}/messages", tag = "chat", security(("bearer" = [])), request_body = SendMessageRequest,
