@@ -1,5 +1,6 @@
 //! The HTTP server: configuration, state, routes and the error envelope.
 pub mod auth;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -38,6 +39,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
     let secrets = Secrets::load_or_generate(&settings)?;
     let db = store::connect(&settings.database_url()).await.context("connecting to the database")?;
     store::Migrator::up(&db, None).await.context("applying migrations")?;
+    chat::settle_interrupted(&db).await.context("settling interrupted answers")?;
     let auth = &settings.auth;
     let state = AppState {
         db,
@@ -51,6 +53,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         provider_clients: providers::ProviderClients::new(llm::Timeouts::default())
             .context("building the provider HTTP clients")?,
         http_metrics: Arc::default(),
+        answers: chat::ActiveAnswers::default(),
         clock,
         settings: Arc::new(settings),
     };

@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth, model_configs, providers};
+use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, providers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,11 +18,20 @@ use crate::routes::{admin, auth, model_configs, providers};
         providers::list, providers::create, providers::get, providers::update, providers::delete,
         providers::test, providers::sync, providers::list_models, providers::update_model,
         model_configs::list, model_configs::create, model_configs::get, model_configs::update, model_configs::delete,
+        chat::list_sessions, chat::create_session, chat::get_session, chat::update_session, chat::delete_session,
+        chat::list_messages, chat::send_message, chat::regenerate, chat::edit_message, chat::stop, chat::export,
+        comparisons::create, comparisons::list, comparisons::get, comparisons::delete, comparisons::rerun, comparisons::export,
+        prompts::list_system, prompts::create_system, prompts::get_system, prompts::update_system, prompts::delete_system,
+        prompts::list_test, prompts::create_test, prompts::get_test, prompts::update_test, prompts::delete_test,
     ),
+    components(schemas(chat::MetaEvent, chat::DoneEvent)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login and tokens"), (name = "admin", description = "User management and settings"),
         (name = "providers", description = "Model providers, their model lists and connection tests"),
-        (name = "model-configs", description = "Each user's own model parameters"))
+        (name = "model-configs", description = "Each user's own model parameters"),
+        (name = "chat", description = "Playground sessions; answers stream as server-sent events"),
+        (name = "comparisons", description = "One input to several models at once, streamed side by side"),
+        (name = "prompts", description = "System prompts and test prompts"))
 )]
 pub struct ApiDoc;
 

@@ -1,4 +1,8 @@
 //! `page` / `page_size` query parameters and the list envelope every list route answers with.
+use sea_orm::{
+    ColumnTrait,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, SimpleExpr},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -35,4 +39,11 @@ pub struct Page<T> {
     pub total: u64,
     pub page: u64,
     pub page_size: u64,
+}
+
+/// `lower(column) LIKE %q%` with the user's `%` and `_` matched literally (`!` escapes: a
+/// backslash means different things in MySQL and SQLite string literals).
+pub fn contains_ci(column: impl ColumnTrait, q: &str) -> SimpleExpr {
+    let escaped = q.to_lowercase().replace('!', "!!").replace('%', "!%").replace('_', "!_");
+    Expr::expr(Func::lower(Expr::col(column))).like(LikeExpr::new(format!("%{escaped}%")).escape('!'))
 }

@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, model_configs, ops, providers},
+    routes::{admin, auth, chat, comparisons, model_configs, ops, prompts, providers},
     state::AppState,
 };
 
@@ -40,6 +40,21 @@ pub fn router(state: AppState) -> Router {
         .route("/providers/{id}/models/{*model_id}", patch(providers::update_model))
         .route("/model-configs", get(model_configs::list).post(model_configs::create))
         .route("/model-configs/{id}", get(model_configs::get).patch(model_configs::update).delete(model_configs::delete))
+        .route("/chat/sessions", get(chat::list_sessions).post(chat::create_session))
+        .route("/chat/sessions/{id}", get(chat::get_session).patch(chat::update_session).delete(chat::delete_session))
+        .route("/chat/sessions/{id}/messages", get(chat::list_messages).post(chat::send_message))
+        .route("/chat/sessions/{id}/messages/{message_id}", put(chat::edit_message))
+        .route("/chat/sessions/{id}/regenerate", post(chat::regenerate))
+        .route("/chat/sessions/{id}/stop", post(chat::stop))
+        .route("/chat/sessions/{id}/export", get(chat::export))
+        .route("/comparisons", get(comparisons::list).post(comparisons::create))
+        .route("/comparisons/{id}", get(comparisons::get).delete(comparisons::delete))
+        .route("/comparisons/{id}/rerun", post(comparisons::rerun))
+        .route("/comparisons/{id}/export", get(comparisons::export))
+        .route("/system-prompts", get(prompts::list_system).post(prompts::create_system))
+        .route("/system-prompts/{id}", get(prompts::get_system).patch(prompts::update_system).delete(prompts::delete_system))
+        .route("/test-prompts", get(prompts::list_test).post(prompts::create_test))
+        .route("/test-prompts/{id}", get(prompts::get_test).patch(prompts::update_test).delete(prompts::delete_test))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

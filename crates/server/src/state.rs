@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
+use crate::{chat::ActiveAnswers, auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,4 +16,6 @@ pub struct AppState {
     /// Outbound HTTP clients for provider APIs, one per private-URL setting.
     pub provider_clients: ProviderClients,
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    /// Answers streaming now, by session, so a stop request can reach them.
+    pub answers: ActiveAnswers,
 }

@@ -1,6 +1,9 @@
 //! Handlers, one module per resource.
 pub mod admin;
 pub mod auth;
+pub mod chat;
+pub mod comparisons;
 pub mod model_configs;
 pub mod ops;
+pub mod prompts;
 pub mod providers;

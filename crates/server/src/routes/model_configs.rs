@@ -228,6 +228,21 @@ async fn view(db: &impl ConnectionTrait, config: model_configs::Model) -> Result
     Ok(views(db, vec![config]).await?.pop().expect("one config in, one view out"))
 }
 
+/// The caller's own config with whether it can be used to chat now; `None` for an unknown id or
+/// someone else's config.
+pub(crate) async fn find_own_with_usability(
+    state: &AppState,
+    user_id: i32,
+    id: &str,
+) -> ApiResult<Option<(model_configs::Model, bool)>> {
+    let Some(config) = model_configs::Entity::find_by_id(id.to_owned()).one(&state.db).await?.filter(|c| c.user_id == user_id)
+    else {
+        return Ok(None);
+    };
+    let usable = view(&state.db, config.clone()).await?.usable;
+    Ok(Some((config, usable)))
+}
+
 /// The caller's own config; anyone else's is a 404.
 async fn find_own(state: &AppState, user_id: i32, id: &str) -> ApiResult<model_configs::Model> {
     model_configs::Entity::find_by_id(id.to_owned())

@@ -12,6 +12,7 @@ pub struct Model {
     pub input_data: String,
     pub results: Option<String>,
     pub is_streaming: bool,
+    pub system_prompt: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

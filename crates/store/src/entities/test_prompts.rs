@@ -8,6 +8,7 @@ pub struct Model {
     pub id: i32,
     pub title: String,
     pub content: String,
+    pub category: Option<String>,
     pub created_by: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: Option<DateTimeUtc>,

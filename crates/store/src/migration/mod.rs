@@ -3,6 +3,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000002_provider_model_availability;
+mod m20261125_000003_chat_library;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_provider_model_availability::Migration),
+            Box::new(m20261125_000003_chat_library::Migration),
         ]
     }
 }

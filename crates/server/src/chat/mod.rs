@@ -1,0 +1,329 @@
+//! Streaming one answer into a chat session (R-CHAT-2..4).
+//!
+//! The upstream stream is owned by a spawned task, never by the HTTP response: the task forwards
+//! events into a bounded channel that feeds the response body, and watches for a stop (the stop
+//! endpoint) and for the body going away (a dropped client). Either way it drops the upstream
+//! stream at once (which aborts the provider request) and still saves what was streamed so far.
+pub mod comparison;
+pub mod metrics;
+mod registry;
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use llm::{ChatMessage, ChatProvider, ChatRequest, LlmError, Role, StreamEvent};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub use metrics::{Meter, Metrics};
+pub use registry::{ActiveAnswers, Claim};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    providers, routes::model_configs, runtime_settings,
+    state::AppState,
+};
+use store::entities::{chat_messages, chat_sessions, model_configs as configs, model_providers, system_prompts};
+
+pub const ROLE_USER: &str = "user";
+pub const ROLE_ASSISTANT: &str = "assistant";
+
+/// Events waiting for a slow client; beyond this the task waits (and can still be stopped).
+const CHANNEL_EVENTS: usize = 64;
+
+/// One `text/event-stream` frame. Every payload is one line of JSON, so one `data:` line.
+pub fn frame(event: &str, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).expect("event data serialises");
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+/// An SSE response whose body is fed from `rx`; dropping the body drops `rx`, which the sender
+/// sees as `closed()`.
+pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The `{code, message}` of an `error` event.
+pub fn error_data(error: &LlmError) -> Value {
+    let code = match error {
+        LlmError::UrlRefused(_) => "provider_url_refused",
+        LlmError::Connect(_) => "provider_unreachable",
+        LlmError::Timeout(_) => "provider_timeout",
+        LlmError::Upstream { .. } => "provider_http_error",
+        LlmError::Provider(_) => "provider_error",
+        LlmError::Protocol(_) => "provider_protocol_error",
+        LlmError::Interrupted(_) => "provider_interrupted",
+        LlmError::InvalidRequest(_) => "invalid_request",
+    };
+    json!({"code": code, "message": error.to_string()})
+}
+
+/// A model config the caller may chat with now, and a client for its provider.
+pub struct ResolvedModel {
+    pub config: configs::Model,
+    pub provider: Arc<dyn ChatProvider>,
+}
+
+/// The caller's own, usable config; anything else is a 422 on `field`.
+pub async fn resolve_model(state: &AppState, user_id: i32, field: &str, id: &str) -> ApiResult<ResolvedModel> {
+    let (config, usable) = model_configs::find_own_with_usability(state, user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::field(field, "no such model config"))?;
+    if !usable {
+        return Err(ApiError::field(
+            field,
+            "this model config cannot be used now: it, its provider or its model is disabled or no longer offered",
+        ));
+    }
+    let provider = model_providers::Entity::find_by_id(config.provider_id.clone())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::field(field, "the provider of this model config is gone"))?;
+    let allow_private = runtime_settings::load(state).await?.allow_private_provider_urls;
+    let endpoint = providers::endpoint(state, &provider)?;
+    let provider = llm::provider_for(endpoint, state.provider_clients.for_setting(allow_private));
+    Ok(ResolvedModel { config, provider })
+}
+
+/// The system prompt for a turn: typed text wins over a saved prompt, which must be the caller's
+/// own or a built-in one (422 on `system_prompt_id` otherwise).
+pub async fn resolve_system_prompt(
+    state: &AppState,
+    user_id: i32,
+    id: Option<i32>,
+    text: Option<&str>,
+) -> ApiResult<Option<String>> {
+    if let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(Some(text.to_owned()));
+    }
+    let Some(id) = id else { return Ok(None) };
+    let prompt = system_prompts::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .filter(|p| p.is_system || p.created_by == Some(user_id))
+        .ok_or_else(|| ApiError::field("system_prompt_id", "no such system prompt"))?;
+    Ok(Some(prompt.content))
+}
+
+/// The session's messages, oldest first.
+pub async fn messages(db: &impl ConnectionTrait, session_id: i32) -> Result<Vec<chat_messages::Model>, sea_orm::DbErr> {
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .order_by_asc(chat_messages::Column::Id)
+        .all(db)
+        .await
+}
+
+/// What goes upstream: the system prompt, then every user message and every answer that has
+/// text (an answer that failed before its first word is left out).
+pub fn conversation(system: Option<&str>, history: &[chat_messages::Model]) -> Vec<ChatMessage> {
+    let mut out = Vec::with_capacity(history.len() + 1);
+    if let Some(system) = system {
+        out.push(ChatMessage::new(Role::System, system));
+    }
+    for m in history {
+        match m.role.as_str() {
+            ROLE_USER => out.push(ChatMessage::new(Role::User, m.content.clone())),
+            ROLE_ASSISTANT if !m.content.is_empty() => out.push(ChatMessage::new(Role::Assistant, m.content.clone())),
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn chat_request(config: &configs::Model, messages: Vec<ChatMessage>) -> ChatRequest {
+    ChatRequest {
+        model: config.model_id.clone(),
+        messages,
+        temperature: Some(config.temperature as f32),
+        top_p: Some(config.top_p as f32),
+        top_k: Some(config.top_k as u32),
+        max_tokens: u32::try_from(config.max_tokens).ok(),
+        stop: Vec::new(),
+    }
+}
+
+/// Inserts a message row.
+pub async fn insert_message(
+    state: &AppState,
+    session_id: i32,
+    role: &str,
+    content: String,
+    config: Option<&configs::Model>,
+) -> Result<chat_messages::Model, sea_orm::DbErr> {
+    chat_messages::ActiveModel {
+        session_id: Set(session_id),
+        role: Set(role.to_owned()),
+        content: Set(content),
+        thinking: Set(None),
+        model_name: Set(config.map(|c| c.model_name.clone())),
+        model_config_id: Set(config.map(|c| c.id.clone())),
+        is_streaming: Set(role == ROLE_ASSISTANT),
+        finish_reason: Set(None),
+        metrics: Set(None),
+        created_at: Set(state.clock.now()),
+        ..Default::default()
+    }
+    .insert(&state.db)
+    .await
+}
+
+/// Marks answers and comparisons that were streaming when the server last stopped as `stopped`:
+/// their tasks are gone, and the rows would otherwise show "streaming" forever. Called at start-up.
+pub async fn settle_interrupted(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    let answers = chat_messages::Entity::update_many()
+        .col_expr(chat_messages::Column::IsStreaming, Expr::value(false))
+        .col_expr(chat_messages::Column::FinishReason, Expr::value("stopped"))
+        .filter(chat_messages::Column::IsStreaming.eq(true))
+        .exec(db)
+        .await?;
+    let tests = store::entities::model_tests::Entity::update_many()
+        .col_expr(store::entities::model_tests::Column::IsStreaming, Expr::value(false))
+        .filter(store::entities::model_tests::Column::IsStreaming.eq(true))
+        .exec(db)
+        .await?;
+    if answers.rows_affected + tests.rows_affected > 0 {
+        tracing::warn!(answers = answers.rows_affected, comparisons = tests.rows_affected, "settled answers interrupted by a restart");
+    }
+    Ok(())
+}
+
+/// One answer about to be streamed: its placeholder row already exists.
+pub struct Answer {
+    pub session_id: i32,
+    pub user_message_id: i32,
+    pub assistant: chat_messages::Model,
+    pub model: ResolvedModel,
+    pub request: ChatRequest,
+    pub claim: Claim,
+}
+
+/// How an answer ended.
+enum Ending {
+    Finished(String),
+    Failed(LlmError),
+    /// By the stop endpoint (`client_gone` false) or because the client went away.
+    Stopped { client_gone: bool },
+}
+
+/// Starts the answer task and returns the SSE response that follows it.
+pub fn stream(state: AppState, answer: Answer) -> Response {
+    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
+    tokio::spawn(run(state, answer, tx));
+    sse_response(rx)
+}
+
+async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
+    let Answer { session_id, user_message_id, assistant, model, request, mut claim } = answer;
+    let started = Instant::now();
+    let mut meter = Meter::start(started);
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let meta = json!({"session_id": session_id, "user_message_id": user_message_id,
+        "assistant_message_id": assistant.id, "model": model.config.model_name, "model_config_id": model.config.id});
+
+    let mut upstream = model.provider.stream_chat(request);
+    let mut pending = Some(frame("meta", &meta));
+    let ending = loop {
+        if let Some(bytes) = pending.take() {
+            tokio::select! {
+                biased;
+                _ = claim.stopped() => break Ending::Stopped { client_gone: false },
+                sent = tx.send(bytes) => if sent.is_err() { break Ending::Stopped { client_gone: true } },
+            }
+        }
+        let event = tokio::select! {
+            biased;
+            _ = claim.stopped() => break Ending::Stopped { client_gone: false },
+            _ = tx.closed() => break Ending::Stopped { client_gone: true },
+            event = upstream.next() => event,
+        };
+        let now = Instant::now();
+        pending = Some(match event {
+            Some(StreamEvent::Reasoning(delta)) => {
+                meter.reasoning(now);
+                let f = frame("reasoning", &json!({"delta": delta}));
+                reasoning.push_str(&delta);
+                f
+            }
+            Some(StreamEvent::Content(delta)) => {
+                meter.answer(now);
+                let f = frame("content", &json!({"delta": delta}));
+                content.push_str(&delta);
+                f
+            }
+            Some(StreamEvent::Usage(usage)) => {
+                meter.usage(usage);
+                frame("usage", &usage)
+            }
+            Some(StreamEvent::Finish(reason)) => break Ending::Finished(reason.as_str().to_owned()),
+            Some(StreamEvent::Error(error)) => break Ending::Failed(error),
+            None => break Ending::Failed(LlmError::Interrupted("the stream ended without a finish".into())),
+        });
+    };
+    // Cancel the provider request before anything else, then save.
+    drop(upstream);
+    let metrics = meter.finish(Instant::now());
+    let (finish_reason, error) = match &ending {
+        Ending::Finished(reason) => (reason.clone(), None),
+        Ending::Failed(error) => ("error".to_owned(), Some(error_data(error))),
+        Ending::Stopped { .. } => ("stopped".to_owned(), None),
+    };
+    let mut saved_metrics = serde_json::to_value(&metrics).expect("metrics serialise");
+    if let Some(error) = &error {
+        saved_metrics["error"] = error.clone();
+    }
+    let saved = chat_messages::ActiveModel {
+        id: Set(assistant.id),
+        content: Set(content),
+        thinking: Set((!reasoning.is_empty()).then_some(reasoning)),
+        is_streaming: Set(false),
+        finish_reason: Set(Some(finish_reason.clone())),
+        metrics: Set(Some(saved_metrics.to_string())),
+        ..Default::default()
+    }
+    .update(&state.db)
+    .await;
+    let _ = chat_sessions::ActiveModel { id: Set(session_id), updated_at: Set(Some(state.clock.now())), ..Default::default() }
+        .update(&state.db)
+        .await;
+    // The session is free again once the answer is saved.
+    drop(claim);
+
+    if matches!(ending, Ending::Stopped { client_gone: true }) {
+        if let Err(err) = saved {
+            tracing::error!(error = %err, message_id = assistant.id, "saving a stopped answer failed");
+        }
+        return;
+    }
+    let mut tail = Vec::new();
+    if let Err(err) = &saved {
+        tracing::error!(error = %err, message_id = assistant.id, "saving an answer failed");
+        tail.push(frame("error", &json!({"code": "save_failed", "message": "the answer could not be saved"})));
+    }
+    if let Some(error) = &error {
+        tail.push(frame("error", error));
+    }
+    let finish_reason = if saved.is_err() { "error".to_owned() } else { finish_reason };
+    tail.push(frame("done", &json!({"finish_reason": finish_reason, "metrics": metrics})));
+    for bytes in tail {
+        if tx.send(bytes).await.is_err() {
+            break;
+        }
+    }
+}
