@@ -641,7 +641,9 @@ async function modelFlow() {
     await users.last().locator('[data-testid="edit"]').click()
     await page.locator('.edit-box textarea').fill('Edited: say hi.')
     await page.locator('[data-testid="edit-send"]').click()
-    await page.locator('[data-testid="stop"]').waitFor()
+    // The fake answers within a millisecond: the stop button may never be seen, so wait for the
+    // edited message and the finished answer instead.
+    await users.last().getByText('Edited: say hi.').waitFor()
     await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
     assert((await users.last().innerText()).includes('Edited: say hi.'), 'edited text not shown')
     assert((await page.locator('[data-testid="msg-assistant"]').count()) === answersBefore, 'answer count changed')
