@@ -87,6 +87,16 @@ fn value_to_u64(v: &Value, key: &str) -> Result<u64> {
 }
 
 impl ModelConfig {
+    /// Reads only the GGUF header (metadata and tensor directory, not the weights): what a
+    /// registry needs to describe a model file in milliseconds.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let content = Content::read(&mut file).map_err(|e| {
+            EngineError::Metadata(format!("{}: not a readable GGUF file: {e}", path.display()))
+        })?;
+        Self::from_gguf(&content)
+    }
+
     pub fn from_gguf(content: &Content) -> Result<Self> {
         let md = Metadata { map: &content.metadata };
         let arch = md.string("general.architecture")?.to_string();

@@ -16,6 +16,8 @@ pub enum ProviderKind {
     Anthropic,
     /// Ollama's native NDJSON API, which reports model sizes and thinking separately.
     Ollama,
+    /// GGUF models served in-process by the engine (crate `local`); never an HTTP endpoint.
+    Local,
 }
 
 impl ProviderKind {
@@ -24,6 +26,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Ollama => "ollama",
+            ProviderKind::Local => "local",
         }
     }
 }
@@ -42,6 +45,7 @@ impl FromStr for ProviderKind {
             "openai" => Ok(ProviderKind::OpenAi),
             "anthropic" => Ok(ProviderKind::Anthropic),
             "ollama" => Ok(ProviderKind::Ollama),
+            "local" => Ok(ProviderKind::Local),
             other => Err(LlmError::InvalidRequest(format!(
                 "unknown provider kind {other:?}"
             ))),

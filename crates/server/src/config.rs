@@ -24,6 +24,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub providers: ProviderSettings,
+    pub engine: EngineSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +82,25 @@ pub struct ProviderSettings {
     pub encryption_key: Option<SecretString>,
 }
 
+/// The built-in engine serving local models to chat and comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineSettings {
+    /// Models (base or base + adapter) kept loaded in memory; the least recently used goes first.
+    pub loaded_models: usize,
+    /// Generations running at once; the rest wait their turn. Generation is CPU-bound, so more
+    /// than the core count only slows every stream down.
+    pub concurrent_generations: usize,
+    /// Answer length when the model config sets none.
+    pub default_max_tokens: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { loaded_models: 2, concurrent_generations: 1, default_max_tokens: 512 }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -90,6 +110,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             cors: CorsSettings::default(),
             providers: ProviderSettings::default(),
+            engine: EngineSettings::default(),
         }
     }
 }

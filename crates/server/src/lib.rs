@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod key_rotation;
+pub mod local_models;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
@@ -54,10 +55,16 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
             .context("building the provider HTTP clients")?,
         http_metrics: Arc::default(),
         answers: chat::ActiveAnswers::default(),
+        engines: Arc::new(local::Engines::new(
+            settings.engine.loaded_models,
+            settings.engine.concurrent_generations,
+            settings.engine.default_max_tokens,
+        )),
         clock,
         settings: Arc::new(settings),
     };
     bootstrap_admin(&state).await?;
+    local_models::on_start(&state).await.map_err(|e| anyhow::anyhow!("registering local models: {e:?}"))?;
     Ok(state)
 }
 

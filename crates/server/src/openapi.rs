@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, providers};
+use crate::routes::{admin, auth, chat, comparisons, model_configs, models, prompts, providers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, prov
         comparisons::create, comparisons::list, comparisons::get, comparisons::delete, comparisons::rerun, comparisons::export,
         prompts::list_system, prompts::create_system, prompts::get_system, prompts::update_system, prompts::delete_system,
         prompts::list_test, prompts::create_test, prompts::get_test, prompts::update_test, prompts::delete_test,
+        models::list, models::get, models::create, models::update, models::delete, models::scan, models::model_config,
     ),
     components(schemas(chat::MetaEvent, chat::DoneEvent)),
     modifiers(&BearerAuth),

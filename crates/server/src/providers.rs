@@ -231,6 +231,25 @@ pub fn parse_api_key(raw: &str) -> Result<Option<String>, String> {
 }
 
 /// How to reach a provider, with its key decrypted for the request at hand only.
+/// The client for a provider row: HTTP for remote kinds, the engine for the built-in `local` one
+/// (whose catalog is what `user_id` may use; every usable model when `None`).
+pub async fn client(
+    state: &AppState,
+    provider: &model_providers::Model,
+    user_id: Option<i32>,
+) -> Result<std::sync::Arc<dyn llm::ChatProvider>, ApiError> {
+    if provider.kind == ProviderKind::Local.as_str() {
+        let user = match user_id {
+            Some(id) => Some(store::entities::users::Entity::find_by_id(id).one(&state.db).await?.ok_or(ApiError::NotFound)?),
+            None => None,
+        };
+        return crate::local_models::provider_for(state, user.as_ref()).await;
+    }
+    let allow_private = crate::runtime_settings::load(state).await?.allow_private_provider_urls;
+    let endpoint = endpoint(state, provider)?;
+    Ok(llm::provider_for(endpoint, state.provider_clients.for_setting(allow_private)))
+}
+
 pub fn endpoint(state: &AppState, provider: &model_providers::Model) -> Result<Endpoint, ApiError> {
     let kind: ProviderKind = provider
         .kind

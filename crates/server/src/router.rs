@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, comparisons, model_configs, ops, prompts, providers},
+    routes::{admin, auth, chat, comparisons, model_configs, models, ops, prompts, providers},
     state::AppState,
 };
 
@@ -55,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         .route("/system-prompts/{id}", get(prompts::get_system).patch(prompts::update_system).delete(prompts::delete_system))
         .route("/test-prompts", get(prompts::list_test).post(prompts::create_test))
         .route("/test-prompts/{id}", get(prompts::get_test).patch(prompts::update_test).delete(prompts::delete_test))
+        .route("/models", get(models::list).post(models::create))
+        .route("/models/scan", post(models::scan))
+        .route("/models/{id}", get(models::get).patch(models::update).delete(models::delete))
+        .route("/models/{id}/model-config", post(models::model_config))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

@@ -41,6 +41,8 @@ pub trait ChatProvider: Send + Sync {
     }
 }
 
+/// The HTTP client for a remote provider. [`ProviderKind::Local`] has no endpoint: the server
+/// builds `local::LocalProvider` for it, and asking here gets a provider that says so.
 pub fn provider_for(endpoint: Endpoint, client: &HttpClient) -> Arc<dyn ChatProvider> {
     let upstream = Upstream {
         client: client.clone(),
@@ -51,6 +53,30 @@ pub fn provider_for(endpoint: Endpoint, client: &HttpClient) -> Arc<dyn ChatProv
         ProviderKind::OpenAi => Arc::new(openai::OpenAi { upstream }),
         ProviderKind::Anthropic => Arc::new(anthropic::Anthropic { upstream }),
         ProviderKind::Ollama => Arc::new(ollama::Ollama { upstream }),
+        ProviderKind::Local => Arc::new(NotAnEndpoint),
+    }
+}
+
+struct NotAnEndpoint;
+
+#[async_trait]
+impl ChatProvider for NotAnEndpoint {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    fn stream_chat(&self, _req: ChatRequest) -> BoxStream<'static, StreamEvent> {
+        crate::stream::failed(Self::error())
+    }
+
+    async fn list_models(&self) -> Result<Vec<RemoteModel>, LlmError> {
+        Err(Self::error())
+    }
+}
+
+impl NotAnEndpoint {
+    fn error() -> LlmError {
+        LlmError::InvalidRequest("local models are served by the built-in engine, not over HTTP".into())
     }
 }
 

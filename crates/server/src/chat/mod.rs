@@ -28,7 +28,7 @@ pub use registry::{ActiveAnswers, Claim};
 
 use crate::{
     error::{ApiError, ApiResult},
-    providers, routes::model_configs, runtime_settings,
+    providers, routes::model_configs,
     state::AppState,
 };
 use store::entities::{chat_messages, chat_sessions, model_configs as configs, model_providers, system_prompts};
@@ -94,9 +94,7 @@ pub async fn resolve_model(state: &AppState, user_id: i32, field: &str, id: &str
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::field(field, "the provider of this model config is gone"))?;
-    let allow_private = runtime_settings::load(state).await?.allow_private_provider_urls;
-    let endpoint = providers::endpoint(state, &provider)?;
-    let provider = llm::provider_for(endpoint, state.provider_clients.for_setting(allow_private));
+    let provider = providers::client(state, &provider, Some(user_id)).await?;
     Ok(ResolvedModel { config, provider })
 }
 

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod chat;
 pub mod comparisons;
 pub mod model_configs;
+pub mod models;
 pub mod ops;
 pub mod prompts;
 pub mod providers;

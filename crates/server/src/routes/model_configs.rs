@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{AuthUser, JsonBody, Path, Query},
+    local_models,
     pagination::{Page, PageQuery},
     providers::{STATUS_ENABLED, parse_status},
     state::AppState,
@@ -224,6 +225,10 @@ async fn views(db: &impl ConnectionTrait, configs: Vec<model_configs::Model>) ->
         .collect())
 }
 
+pub(crate) async fn view_of(db: &impl ConnectionTrait, config: model_configs::Model) -> Result<ModelConfigView, ApiError> {
+    view(db, config).await
+}
+
 async fn view(db: &impl ConnectionTrait, config: model_configs::Model) -> Result<ModelConfigView, ApiError> {
     Ok(views(db, vec![config]).await?.pop().expect("one config in, one view out"))
 }
@@ -317,6 +322,13 @@ pub async fn create(
             )
         }
     };
+    if let (Some(p), Some(m)) = (&provider, &model)
+        && p.id == local_models::PROVIDER_ID
+        && !local_models::catalog(&state.db, Some(&user)).await?.iter().any(|c| c.name == m.model_id)
+    {
+        // Someone else's adapter is listed in the shared provider model list but not theirs to use.
+        checks.check::<()>("model_id", Err("no such local model".to_owned()));
+    }
     checks.finish()?;
     let (provider, model) = (provider.expect("checked"), model.expect("checked"));
 

@@ -15,7 +15,7 @@ use crate::{
     extract::{AdminUser, AuthUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery},
     providers::{self, ProviderModelView, ProviderView, STATUS_ENABLED, SyncReport},
-    runtime_settings,
+    local_models, runtime_settings,
     state::AppState,
     users::Checks,
 };
@@ -206,6 +206,14 @@ pub async fn update(
     let description = req.description.as_deref().map(|d| checks.check("description", providers::parse_description(Some(d))));
     let icon_url = req.icon_url.as_deref().map(|u| checks.check("icon_url", providers::parse_icon_url(Some(u))));
     let status = req.status.map(|s| checks.check("status", providers::parse_status(s)));
+    if id == local_models::PROVIDER_ID {
+        // The engine is in-process: there is nothing to point elsewhere or authenticate.
+        for (field, given) in [("kind", req.kind.is_some()), ("api_url", req.api_url.is_some()), ("api_key", req.api_key.is_some())] {
+            if given {
+                checks.check::<()>(field, Err("the built-in local provider cannot change this".into()));
+            }
+        }
+    }
     if let Some(Some(url)) = &url {
         let allow_private = runtime_settings::load(&state).await?.allow_private_provider_urls;
         checks.check("api_url", providers::check_url_policy(url, allow_private).await);
@@ -262,6 +270,9 @@ pub async fn update(
     responses((status = 204, description = "the provider, its models and the model configs using it are gone"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, _admin: AdminUser, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if id == local_models::PROVIDER_ID {
+        return Err(ApiError::conflict("built_in_provider", "the built-in local provider cannot be deleted; disable it instead"));
+    }
     let txn = state.db.begin().await?;
     model_providers::Entity::find_by_id(id.clone()).one(&txn).await?.ok_or(ApiError::NotFound)?;
     // Explicit rather than relying on ON DELETE CASCADE, which SQLite applies only on
@@ -293,9 +304,7 @@ pub async fn test(State(state): State<AppState>, _admin: AdminUser, Path(id): Pa
 }
 
 async fn client_for(state: &AppState, provider: &model_providers::Model) -> ApiResult<std::sync::Arc<dyn llm::ChatProvider>> {
-    let allow_private = runtime_settings::load(state).await?.allow_private_provider_urls;
-    let endpoint = providers::endpoint(state, provider)?;
-    Ok(llm::provider_for(endpoint, state.provider_clients.for_setting(allow_private)))
+    providers::client(state, provider, None).await
 }
 
 #[utoipa::path(post, path = "/api/providers/{id}/sync", tag = "providers", security(("bearer" = [])),
