@@ -150,10 +150,12 @@ async fn provider_crud_and_validation(app: TestApp) {
     assert_eq!(patch(&app, "/api/providers/fake-openai-2", &admin, json!({"status": 0})).await.status, StatusCode::OK);
     let (_, user) = app.user_token("ann@example.com").await;
     let for_user = app.get("/api/providers", &user).await;
-    assert_eq!(for_user.json["total"], 1, "{}", for_user.body);
+    // Plus the built-in `local` provider, which every instance has.
+    assert_eq!(for_user.json["total"], 2, "{}", for_user.body);
     assert_eq!(for_user.json["items"][0]["id"], "fake-openai");
+    assert_eq!(for_user.json["items"][1]["id"], "local");
     let for_admin = app.get("/api/providers", &admin).await;
-    assert_eq!(for_admin.json["total"], 2);
+    assert_eq!(for_admin.json["total"], 3);
     assert_eq!(for_admin.json["page_size"], 20);
 
     assert_eq!(delete(&app, "/api/providers/fake-openai", &admin).await.status, StatusCode::NO_CONTENT);
@@ -184,7 +186,7 @@ async fn users_are_forbidden_admin_routes(app: TestApp) {
     // Nothing changed.
     let provider = app.get(&format!("/api/providers/{id}"), &admin).await;
     assert_eq!(provider.json["status"], 1);
-    assert_eq!(app.get("/api/providers", &admin).await.json["total"], 1);
+    assert_eq!(app.get("/api/providers", &admin).await.json["total"], 2, "the provider and the built-in `local` one");
 }
 
 async fn sync_each_kind(app: TestApp) {
@@ -415,7 +417,8 @@ async fn disabling_a_provider_disables_its_configs(app: TestApp) {
     let refused = app.post("/api/model-configs", Some(&ann), json!({"provider_id": provider, "model_id": "fake-normal"})).await;
     assert_eq!(field_errors(&refused), ["provider_id"]);
     assert!(refused.json["error"]["fields"]["provider_id"].as_str().unwrap().contains("disabled"));
-    assert!(app.get("/api/providers", &ann).await.json["items"].as_array().unwrap().is_empty());
+    let visible = app.get("/api/providers", &ann).await;
+    assert!(visible.json["items"].as_array().unwrap().iter().all(|p| p["id"] == "local"), "{}", visible.body);
 
     assert_eq!(patch(&app, &format!("/api/providers/{provider}"), &admin, json!({"status": 1})).await.status, StatusCode::OK);
     assert_eq!(app.get("/api/model-configs", &ann).await.json["items"][0]["usable"], true);
@@ -461,8 +464,8 @@ async fn no_response_contains_the_key(app: TestApp) {
         assert!(!res.body.contains("0123456789"), "{what} leaks part of the key: {}", res.body);
     }
     assert_eq!(seen[0].1.json["api_key_masked"], "sk-…6789");
-    assert_eq!(seen[3].1.json["items"][0]["id"], "secret");
-    assert_eq!(seen[3].1.json["items"][0]["api_key_masked"], Value::Null, "users do not even see the masked key");
+    let listed = seen[3].1.json["items"].as_array().unwrap().iter().find(|p| p["id"] == "secret").expect("listed").clone();
+    assert_eq!(listed["api_key_masked"], Value::Null, "users do not even see the masked key");
     assert_eq!(seen[5].1.json["ok"], true, "the stored key was usable: {}", seen[5].1.body);
     assert!(seen[13].1.body.contains("[redacted]"), "{}", seen[13].1.body);
     // The provider did get the key: it is stored, just never shown.
