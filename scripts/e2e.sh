@@ -17,6 +17,10 @@ export WORKBENCH__PROVIDERS__ALLOW_PRIVATE_URLS=true
 # Short-lived access tokens make the run exercise the silent refresh; the wait step checks it.
 export WORKBENCH__AUTH__ACCESS_TOKEN_TTL_SECS=${WORKBENCH__AUTH__ACCESS_TOKEN_TTL_SECS:-10}
 export E2E_TOKEN_WAIT_S=${E2E_TOKEN_WAIT_S:-11}
+# The reference model (fetched by scripts/fetch-model.sh) in the models folder, as after a fresh
+# install: the first start registers it, and the local-model and training flows use it.
+mkdir -p "$data/models"
+ln -s "$root/data/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$data/models/"
 "$root/target/debug/workbench" --data-dir "$data" serve --bind "127.0.0.1:$port" >"$data/server.log" 2>&1 &
 server=$!
 fake_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
