@@ -29,6 +29,12 @@ export const appRoutes: RouteRecordRaw[] = [
     meta: { title: 'menu.modelConfigs', area: 'models', icon: 'SetUp' },
   },
   {
+    path: 'models',
+    name: 'models',
+    component: () => import('@/views/models/LocalModelsView.vue'),
+    meta: { title: 'menu.localModels', area: 'models', icon: 'Box' },
+  },
+  {
     path: 'playground',
     name: 'playground',
     component: () => import('@/views/chat/PlaygroundView.vue'),
@@ -51,6 +57,18 @@ export const appRoutes: RouteRecordRaw[] = [
     name: 'test-prompts',
     component: () => import('@/views/chat/TestPromptsView.vue'),
     meta: { title: 'menu.testPrompts', area: 'chat', icon: 'Document' },
+  },
+  {
+    path: 'training-tasks',
+    name: 'training-tasks',
+    component: () => import('@/views/training/TrainingTasksView.vue'),
+    meta: { title: 'menu.trainingTasks', area: 'training', icon: 'TrendCharts' },
+  },
+  {
+    path: 'training-tasks/:id(\\d+)',
+    name: 'training-task',
+    component: () => import('@/views/training/TrainingTaskDetailView.vue'),
+    meta: { title: 'menu.trainingTask', area: 'training', hidden: true },
   },
   {
     path: 'admin/users',
