@@ -117,7 +117,14 @@ describe('task event stream state', () => {
   })
 
   it('the live status and the newest step are laid over the task row', () => {
-    const task = { id: 1, name: 't', status: 'pending', progress: 0, current_step: null, total_steps: null } as unknown as TrainingTask
+    const task = {
+      id: 1,
+      name: 't',
+      status: 'pending',
+      progress: 0,
+      current_step: null,
+      total_steps: null,
+    } as unknown as TrainingTask
     const state = newStreamState()
     feed(state, [status('running', { progress: 10, current_step: 1, total_steps: 10, eta_seconds: 9 }), metrics(4)])
     const live = mergeLive(task, state)!
@@ -136,8 +143,22 @@ describe('task event stream state', () => {
 
 describe('report and display helpers', () => {
   it('reads the report as an object or JSON text, whatever the names', () => {
-    const a = reportView({ duration_s: 75, final_loss: 1.2, min_loss: 1.1, tokens_seen: 12345, adapter_path: '/x', adapter_size_bytes: 2048 })
-    expect(a).toMatchObject({ durationS: 75, finalLoss: 1.2, minLoss: 1.1, tokensSeen: 12345, adapterPath: '/x', adapterSizeBytes: 2048 })
+    const a = reportView({
+      duration_s: 75,
+      final_loss: 1.2,
+      min_loss: 1.1,
+      tokens_seen: 12345,
+      adapter_path: '/x',
+      adapter_size_bytes: 2048,
+    })
+    expect(a).toMatchObject({
+      durationS: 75,
+      finalLoss: 1.2,
+      minLoss: 1.1,
+      tokensSeen: 12345,
+      adapterPath: '/x',
+      adapterSizeBytes: 2048,
+    })
     const b = reportView('{"duration":3,"tokens":9,"adapter_dir":"/y","adapter_size":7}')
     expect(b).toMatchObject({ durationS: 3, tokensSeen: 9, adapterPath: '/y', adapterSizeBytes: 7 })
     expect(reportView('not json')).toBeNull()

@@ -21,9 +21,12 @@ import { baseIdOf, chatWithModel, compareWithBase, parametersSummary } from './l
 export function useLocalModels() {
   const auth = useAuthStore()
   const router = useRouter()
-  const list = usePagedList((q) => listLocalModels({ page: q.page, page_size: q.page_size, model_type: q.model_type as LocalModelType | '' }), {
-    model_type: '',
-  })
+  const list = usePagedList(
+    (q) => listLocalModels({ page: q.page, page_size: q.page_size, model_type: q.model_type as LocalModelType | '' }),
+    {
+      model_type: '',
+    },
+  )
 
   /** Every base model, to name an adapter's base and to pick one when registering an adapter. */
   const bases = shallowRef<LocalModel[]>([])
@@ -53,11 +56,23 @@ export function useLocalModels() {
   const dialogOpen = ref(false)
   const saving = ref(false)
   const errors = useFieldErrors()
-  const form = reactive<{ name: string; display_name: string; model_path: string; model_type: LocalModelType; base_model_id: number | null; description: string }>(
-    emptyForm(),
-  )
+  const form = reactive<{
+    name: string
+    display_name: string
+    model_path: string
+    model_type: LocalModelType
+    base_model_id: number | null
+    description: string
+  }>(emptyForm())
   function emptyForm() {
-    return { name: '', display_name: '', model_path: '', model_type: 'base' as LocalModelType, base_model_id: null, description: '' }
+    return {
+      name: '',
+      display_name: '',
+      model_path: '',
+      model_type: 'base' as LocalModelType,
+      base_model_id: null,
+      description: '',
+    }
   }
   function openRegister(): void {
     Object.assign(form, emptyForm())
@@ -128,9 +143,13 @@ export function useLocalModels() {
   }
 
   async function remove(m: LocalModel): Promise<void> {
-    const ok = await ElMessageBox.confirm(t('localModels.confirmDelete', { name: m.display_name || m.name }), t('common.confirm'), {
-      type: 'warning',
-    }).catch(() => false)
+    const ok = await ElMessageBox.confirm(
+      t('localModels.confirmDelete', { name: m.display_name || m.name }),
+      t('common.confirm'),
+      {
+        type: 'warning',
+      },
+    ).catch(() => false)
     if (!ok) return
     try {
       await deleteLocalModel(m.id)

@@ -168,7 +168,10 @@ function pick(r: Record<string, unknown>, ...keys: string[]): unknown {
 }
 
 /** The report, whatever its exact field names (object or JSON text); null when there is none. */
-export function reportView(report: TrainingReport | string | null | undefined, metrics: TrainingMetrics[] = []): ReportView | null {
+export function reportView(
+  report: TrainingReport | string | null | undefined,
+  metrics: TrainingMetrics[] = [],
+): ReportView | null {
   let r: Record<string, unknown> | null = null
   if (typeof report === 'string') {
     try {

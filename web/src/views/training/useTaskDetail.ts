@@ -49,9 +49,11 @@ export function useTaskDetail(taskId: number) {
     void version.value
     return chartSeries(state.metrics)
   })
+  // Fresh values on every change: the state's arrays are mutated in place, and a computed that
+  // returned the same array would look unchanged to whatever depends on it.
   const logLines = computed(() => {
     void version.value
-    return state.log
+    return state.log.slice()
   })
   const logText = computed(() => logLines.value.join('\n'))
   const lastMetrics = computed(() => {

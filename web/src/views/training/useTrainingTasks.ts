@@ -23,9 +23,12 @@ export const REFRESH_MS = 3000
 /** The training tasks page: list with live-ish progress, cancel, delete, and the new-task form. */
 export function useTrainingTasks() {
   const router = useRouter()
-  const list = usePagedList((q) => listTrainingTasks({ page: q.page, page_size: q.page_size, status: (q.status as string) || undefined }), {
-    status: '',
-  })
+  const list = usePagedList(
+    (q) => listTrainingTasks({ page: q.page, page_size: q.page_size, status: (q.status as string) || undefined }),
+    {
+      status: '',
+    },
+  )
 
   // Reload quietly while anything on the page may still move.
   let timer: ReturnType<typeof setTimeout> | null = null
