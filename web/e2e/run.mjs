@@ -54,11 +54,11 @@ const PAGES = [
   ['/test-prompts', 'test-prompts', '/api/test-prompts'],
   ['/model-configs', 'model-configs', '/api/model-configs'],
   ['/providers', 'providers', '/api/providers'],
-  ['/models', 'models', '/api/models'],
-  ['/training-tasks', 'training-tasks', '/api/training-tasks'],
   ['/admin/users', 'admin-users', '/api/admin/users'],
   ['/admin/settings', 'admin-settings', '/api/admin/settings'],
   ['/account', 'account', '/api/auth/password'],
+  ['/models', 'models', '/api/models'],
+  ['/training-tasks', 'training-tasks', '/api/training-tasks'],
 ]
 
 /**

@@ -59,18 +59,6 @@ export const appRoutes: RouteRecordRaw[] = [
     meta: { title: 'menu.testPrompts', area: 'chat', icon: 'Document' },
   },
   {
-    path: 'training-tasks',
-    name: 'training-tasks',
-    component: () => import('@/views/training/TrainingTasksView.vue'),
-    meta: { title: 'menu.trainingTasks', area: 'training', icon: 'TrendCharts' },
-  },
-  {
-    path: 'training-tasks/:id(\\d+)',
-    name: 'training-task',
-    component: () => import('@/views/training/TrainingTaskDetailView.vue'),
-    meta: { title: 'menu.trainingTask', area: 'training', hidden: true },
-  },
-  {
     path: 'admin/users',
     name: 'admin-users',
     component: () => import('@/views/system/UsersView.vue'),
@@ -87,6 +75,18 @@ export const appRoutes: RouteRecordRaw[] = [
     name: 'account',
     component: () => import('@/views/system/AccountView.vue'),
     meta: { title: 'menu.account', area: 'system', icon: 'Key' },
+  },
+  {
+    path: 'training-tasks',
+    name: 'training-tasks',
+    component: () => import('@/views/training/TrainingTasksView.vue'),
+    meta: { title: 'menu.trainingTasks', area: 'training', icon: 'TrendCharts' },
+  },
+  {
+    path: 'training-tasks/:id(\\d+)',
+    name: 'training-task',
+    component: () => import('@/views/training/TrainingTaskDetailView.vue'),
+    meta: { title: 'menu.trainingTask', area: 'training', hidden: true },
   },
   {
     path: 'forbidden',
