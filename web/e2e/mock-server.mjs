@@ -976,6 +976,14 @@ route('POST', '/api/datasets', async ({ req }) => {
   datasets.unshift(d)
   return [201, d]
 })
+route('GET', '/api/datasets/{id}', ({ req, p }) => {
+  const u = authUser(req)
+  return datasets.find((d) => d.id === Number(p.id) && d.uploaded_by === u.id) ?? fail(404, 'not_found', 'No such dataset')
+})
+route('GET', '/api/training-configs/{id}', ({ req, p }) => {
+  const u = authUser(req)
+  return trainingConfigs.find((c) => c.id === Number(p.id) && c.created_by === u.id) ?? fail(404, 'not_found', 'No such config')
+})
 route('GET', '/api/training-configs', ({ req, url }) => {
   const u = authUser(req)
   return paginate(
@@ -1112,9 +1120,7 @@ route('POST', '/api/training-tasks', async ({ req }) => {
     model_name: base.name,
     model_id: base.id,
     dataset_id: b.dataset_id,
-    dataset_name: datasets.find((d) => d.id === b.dataset_id)?.name ?? null,
     config_id: b.config_id,
-    config_name: trainingConfigs.find((c) => c.id === b.config_id)?.name ?? null,
     status: 'pending',
     progress: 0,
     current_step: 0,

@@ -14,6 +14,8 @@ export const trainingTaskLog = (id: number, tail = 500) =>
 /** Pickers of the task form: the caller's datasets and training configs. */
 export const listDatasetOptions = () => getAll<NamedOption>('/api/datasets')
 export const listTrainingConfigOptions = () => getAll<NamedOption>('/api/training-configs')
+export const getDatasetOption = (id: number) => get<NamedOption>(`/api/datasets/${id}`)
+export const getTrainingConfigOption = (id: number) => get<NamedOption>(`/api/training-configs/${id}`)
 
 /**
  * The task's event stream (`log`, `metrics`, `status`); the server replays the status, the whole

@@ -12,6 +12,8 @@ declare module 'vue-router' {
     admin?: boolean
     /** Not listed in the side menu. */
     hidden?: boolean
+    /** The menu entry to highlight on a page that has none of its own (a detail page). */
+    activeMenu?: string
   }
 }
 
@@ -86,7 +88,7 @@ export const appRoutes: RouteRecordRaw[] = [
     path: 'training-tasks/:id(\\d+)',
     name: 'training-task',
     component: () => import('@/views/training/TrainingTaskDetailView.vue'),
-    meta: { title: 'menu.trainingTask', area: 'training', hidden: true },
+    meta: { title: 'menu.trainingTask', area: 'training', hidden: true, activeMenu: '/training-tasks' },
   },
   {
     path: 'forbidden',

@@ -9,6 +9,8 @@ import * as tasksApi from '@/api/trainingTasks'
 import * as modelsApi from '@/api/localModels'
 import type { LocalModel, TrainingTask } from '@/api/types'
 import { useTaskDetail } from '@/views/training/useTaskDetail'
+import TrainingTasksView from '@/views/training/TrainingTasksView.vue'
+import { REFRESH_MS } from '@/views/training/useTrainingTasks'
 
 const push = vi.fn()
 vi.mock('vue-router', async (orig) => ({
@@ -64,6 +66,8 @@ describe('task page: stream, reconnect, finish', () => {
     i18n.global.locale.value = 'en'
     vi.useFakeTimers()
     push.mockReset()
+    vi.spyOn(tasksApi, 'getDatasetOption').mockResolvedValue({ id: 2, name: 'colours' })
+    vi.spyOn(tasksApi, 'getTrainingConfigOption').mockRejectedValue(new Error('gone'))
   })
   afterEach(() => vi.useRealTimers())
 
@@ -88,6 +92,8 @@ describe('task page: stream, reconnect, finish', () => {
     expect(stream).toHaveBeenCalledTimes(1)
     expect(api().series.value.loss).toHaveLength(2)
     expect(api().logText.value).toBe('a\nb')
+    expect(api().datasetName.value).toBe('colours')
+    expect(api().configName.value).toBeNull()
 
     await vi.advanceTimersByTimeAsync(1000)
     await flushPromises()
@@ -137,5 +143,36 @@ describe('task page: stream, reconnect, finish', () => {
     vi.spyOn(modelsApi, 'configForLocalModel').mockImplementation(async (id) => ({ id: `c${id}` }) as never)
     await compareWithBase({ push } as never, 9)
     expect(push).toHaveBeenLastCalledWith({ name: 'comparison', query: { configs: 'c4,c9' } })
+  })
+})
+
+describe('task list', () => {
+  beforeEach(() => {
+    setActivePinia(createPinia())
+    i18n.global.locale.value = 'en'
+    vi.useFakeTimers()
+  })
+  afterEach(() => vi.useRealTimers())
+
+  it('reloads by itself while a task is pending or running, and stops once none is', async () => {
+    const page = (t: TrainingTask) => ({ items: [t], total: 1, page: 1, page_size: 20 })
+    const list = vi
+      .spyOn(tasksApi, 'listTrainingTasks')
+      .mockResolvedValueOnce(page(task({ status: 'running', progress: 25, current_step: 1, total_steps: 4, eta_seconds: 75 })))
+      .mockResolvedValue(page(task({ status: 'completed', progress: 100 })))
+    const w = mount(TrainingTasksView as Component, {
+      global: { plugins: [i18n, ElementPlus], stubs: { RouterLink: true, transition: false } },
+    })
+    await flushPromises()
+    expect(list).toHaveBeenCalledTimes(1)
+    expect(w.text()).toContain('Running')
+    expect(w.text()).toContain('1 min 15 s')
+    await vi.advanceTimersByTimeAsync(REFRESH_MS)
+    await flushPromises()
+    expect(list).toHaveBeenCalledTimes(2)
+    expect(w.text()).toContain('Completed')
+    await vi.advanceTimersByTimeAsync(REFRESH_MS * 5)
+    expect(list).toHaveBeenCalledTimes(2)
+    w.unmount()
   })
 })

@@ -3,7 +3,13 @@ import { useRouter } from 'vue-router'
 import { ElMessage, ElMessageBox } from 'element-plus'
 import { ApiError, errorMessage } from '@/api/errors'
 import type { StreamEvent } from '@/api/sse'
-import { cancelTrainingTask, getTrainingTask, streamTrainingTask } from '@/api/trainingTasks'
+import {
+  cancelTrainingTask,
+  getDatasetOption,
+  getTrainingConfigOption,
+  getTrainingTask,
+  streamTrainingTask,
+} from '@/api/trainingTasks'
 import type { TrainingTask } from '@/api/types'
 import { t } from '@/locales'
 import { chatWithModel, compareWithBase } from '@/views/models/localModelActions'
@@ -119,9 +125,26 @@ export function useTaskDetail(taskId: number) {
     retryTimer = setTimeout(() => void connect(next), RETRY_MS[Math.min(next, RETRY_MS.length - 1)])
   }
 
+  /** The task row names its dataset and config by id only: look their names up (best effort). */
+  const datasetName = ref<string | null>(null)
+  const configName = ref<string | null>(null)
+  async function loadNames(): Promise<void> {
+    const t = task.value
+    if (!t) return
+    const [d, c] = await Promise.allSettled([
+      t.dataset_name || t.dataset_id == null ? Promise.resolve(null) : getDatasetOption(t.dataset_id),
+      t.config_name || t.config_id == null ? Promise.resolve(null) : getTrainingConfigOption(t.config_id),
+    ])
+    datasetName.value = t.dataset_name ?? (d.status === 'fulfilled' ? (d.value?.name ?? null) : null)
+    configName.value = t.config_name ?? (c.status === 'fulfilled' ? (c.value?.name ?? null) : null)
+  }
+
   async function start(): Promise<void> {
     await load()
-    if (task.value) void connect()
+    if (task.value) {
+      void connect()
+      void loadNames()
+    }
   }
 
   function stop(): void {
@@ -187,6 +210,8 @@ export function useTaskDetail(taskId: number) {
     lastMetrics,
     report,
     version,
+    datasetName,
+    configName,
     isActive: computed(() => isActive(live.value?.status)),
     load,
     start,
