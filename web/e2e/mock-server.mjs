@@ -240,7 +240,7 @@ const routes = []
 const route = (method, pattern, handler) => {
   const keys = []
   const re = new RegExp(`^${pattern.replace(/\{(\w+)\}/g, (_, k) => (keys.push(k), '([^/]+)'))}$`)
-  routes.push({ method, re, keys, handler })
+  routes.push({ method, path: pattern, re, keys, handler })
 }
 
 route('GET', '/healthz', () => ({ status: 'ok' }))
@@ -769,6 +769,429 @@ crud('/api/test-prompts', testPrompts, {
       ['content', !!b.content, 'required'],
     ]),
 })
+
+// ---------------------------------------------------------------- local models, datasets, training
+// The registry mirrors into a built-in `local` provider so "Chat" and "Compare" make ordinary
+// model configs; a training task is simulated: it emits a step every MOCK_STEP_MS (default 250 ms)
+// over SSE, then registers its adapter.
+const STEP_MS = Number(process.env.MOCK_STEP_MS ?? 250)
+const localModels = []
+const datasets = []
+const trainingConfigs = []
+const tasks = []
+const taskRuns = new Map() // task id -> { metrics: [], log: [], listeners: Set }
+
+providers.push({
+  id: 'local',
+  name: 'Local engine',
+  kind: 'local',
+  api_url: 'local://engine',
+  api_key: null,
+  description: 'Local models served by the built-in engine',
+  icon_url: null,
+  status: 1,
+  created_at: now(),
+  updated_at: null,
+})
+function mirrorLocal(m) {
+  const existing = providerModels.find((x) => x.provider_id === 'local' && x.model_id === m.name)
+  const row = {
+    id: `local:${m.name}`,
+    provider_id: 'local',
+    model_id: m.name,
+    model_name: m.display_name,
+    size: m.size_bytes,
+    description: m.description,
+    is_vision: false,
+    status: m.is_available && m.status === 'ready' ? 1 : 0,
+    created_at: m.created_at,
+    updated_at: null,
+  }
+  if (existing) Object.assign(existing, row)
+  else providerModels.push(row)
+}
+function addLocalModel(fields) {
+  const m = {
+    id: nextId(),
+    display_name: fields.name,
+    status: 'ready',
+    is_available: true,
+    description: null,
+    base_model_id: null,
+    size_bytes: null,
+    created_by: null,
+    created_at: now(),
+    updated_at: null,
+    ...fields,
+  }
+  localModels.unshift(m)
+  mirrorLocal(m)
+  return m
+}
+addLocalModel({
+  name: 'SmolLM2-135M-Instruct-Q4_1',
+  display_name: 'SmolLM2 135M Instruct (Q4_1)',
+  model_path: '/srv/workbench/data/models/SmolLM2-135M-Instruct-Q4_1.gguf',
+  model_type: 'base',
+  size_bytes: 94_371_840,
+  parameters: {
+    architecture: 'llama',
+    model_name: 'SmolLM2 135M Instruct',
+    context_length: 8192,
+    hidden_size: 576,
+    num_layers: 30,
+    num_heads: 9,
+    vocab_size: 49152,
+  },
+})
+const visibleModel = (u, m) => m.model_type !== 'lora' || m.created_by === u.id || u.role === 'admin'
+const findModel = (u, id) =>
+  localModels.find((m) => m.id === Number(id) && visibleModel(u, m)) ?? fail(404, 'not_found', 'No such model')
+const ownModel = (u, id) => {
+  const m = findModel(u, id)
+  if (u.role !== 'admin' && m.created_by !== u.id) fail(403, 'forbidden', 'Not your model')
+  return m
+}
+
+route('GET', '/api/models', ({ req, url }) => {
+  const u = authUser(req)
+  const type = url.searchParams.get('model_type') ?? ''
+  if (type && !['base', 'lora'].includes(type))
+    fail(422, 'validation_failed', 'Bad type', { model_type: 'must be "base" or "lora"' })
+  return paginate(
+    localModels.filter((m) => visibleModel(u, m) && (!type || m.model_type === type)),
+    url,
+  )
+})
+route('GET', '/api/models/{id}', ({ req, p }) => findModel(authUser(req), p.id))
+route('POST', '/api/models', async ({ req }) => {
+  const u = adminUser(req)
+  const b = await readBody(req)
+  const base = localModels.find((m) => m.id === b.base_model_id && m.model_type === 'base')
+  validate([
+    ['name', /^[A-Za-z0-9._-]{1,100}$/.test(b.name ?? ''), "must be 1 to 100 characters of a-z, A-Z, 0-9, '.', '-' and '_'"],
+    ['model_type', ['base', 'lora'].includes(b.model_type), 'must be "base" or "lora"'],
+    [
+      'model_path',
+      b.model_type === 'lora' ? /^\/.+/.test(b.model_path ?? '') : /\.gguf$/i.test(b.model_path ?? ''),
+      b.model_type === 'lora' ? 'no such folder on the server' : 'no such file on the server',
+    ],
+    ['base_model_id', b.model_type !== 'lora' || !!base, 'required for a LoRA adapter'],
+  ])
+  if (localModels.some((m) => m.name === b.name)) fail(409, 'model_exists', `a model named "${b.name}" is already registered`)
+  const m = addLocalModel({
+    name: b.name,
+    display_name: b.display_name || b.name,
+    model_path: b.model_path,
+    model_type: b.model_type,
+    description: b.description ?? null,
+    base_model_id: base?.id ?? null,
+    size_bytes: 1_234_567,
+    created_by: u.id,
+    parameters:
+      b.model_type === 'lora'
+        ? { r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], base_model_id: base.id }
+        : { architecture: 'llama', context_length: 2048, num_layers: 12 },
+  })
+  return [201, m]
+})
+route('PATCH', '/api/models/{id}', async ({ req, p }) => {
+  const m = ownModel(authUser(req), p.id)
+  const b = await readBody(req)
+  validate([['display_name', b.display_name === undefined || b.display_name.trim() !== '', 'must not be empty']])
+  if (b.display_name !== undefined) m.display_name = b.display_name.trim()
+  if (b.description !== undefined) m.description = b.description || null
+  if (typeof b.is_available === 'boolean') m.is_available = b.is_available
+  m.updated_at = now()
+  mirrorLocal(m)
+  return m
+})
+route('DELETE', '/api/models/{id}', ({ req, p }) => {
+  const m = ownModel(authUser(req), p.id)
+  const adapters = localModels.filter((x) => x.base_model_id === m.id).length
+  if (adapters) fail(409, 'model_in_use', `${adapters} adapter(s) are registered on this base model; remove them first`)
+  if (tasks.some((t) => t.model_id === m.id && ['pending', 'running'].includes(t.status)))
+    fail(409, 'model_in_use', 'a pending or running training task uses this model')
+  localModels.splice(localModels.indexOf(m), 1)
+  const pm = providerModels.findIndex((x) => x.provider_id === 'local' && x.model_id === m.name)
+  if (pm >= 0) providerModels.splice(pm, 1)
+  return [204]
+})
+route('POST', '/api/models/scan', ({ req }) => {
+  adminUser(req)
+  return { added: [], missing: [], restored: [], skipped: ['notes.txt: not a GGUF file or an adapter folder'] }
+})
+route('POST', '/api/models/{id}/model-config', ({ req, p }) => {
+  const u = authUser(req)
+  const m = findModel(u, p.id)
+  if (m.status !== 'ready' || !m.is_available)
+    fail(422, 'validation_failed', 'Not usable', { id: 'this model cannot be chatted with now' })
+  const existing = modelConfigs.find((c) => c.user_id === u.id && c.provider_id === 'local' && c.model_id === m.name)
+  if (existing) return publicConfig(existing)
+  const c = {
+    id: randomUUID(),
+    user_id: u.id,
+    provider_id: 'local',
+    provider_name: 'Local engine',
+    model_id: m.name,
+    model_name: m.display_name,
+    type: 'text',
+    temperature: 0.7,
+    max_tokens: 256,
+    top_p: 0.9,
+    top_k: 0,
+    status: 1,
+    created_at: now(),
+    updated_at: null,
+  }
+  modelConfigs.push(c)
+  return [201, publicConfig(c)]
+})
+
+// Datasets and training configs: just enough for the task form's pickers and the e2e setup.
+route('GET', '/api/datasets', ({ req, url }) => {
+  const u = authUser(req)
+  return paginate(
+    datasets.filter((d) => d.uploaded_by === u.id),
+    url,
+  )
+})
+route('POST', '/api/datasets', async ({ req }) => {
+  const u = authUser(req)
+  const chunks = []
+  for await (const c of req) chunks.push(c)
+  const text = Buffer.concat(chunks).toString('utf8')
+  const field = (n) => new RegExp(`name="${n}"\\r\\n\\r\\n([^\\r]*)`).exec(text)?.[1]
+  const name = field('name') || 'dataset'
+  const d = {
+    id: nextId(),
+    name,
+    description: null,
+    format_type: 'alpaca',
+    record_count: 8,
+    file_size: text.length,
+    uploaded_by: u.id,
+    created_at: now(),
+  }
+  datasets.unshift(d)
+  return [201, d]
+})
+route('GET', '/api/datasets/{id}', ({ req, p }) => {
+  const u = authUser(req)
+  return datasets.find((d) => d.id === Number(p.id) && d.uploaded_by === u.id) ?? fail(404, 'not_found', 'No such dataset')
+})
+route('GET', '/api/training-configs/{id}', ({ req, p }) => {
+  const u = authUser(req)
+  return trainingConfigs.find((c) => c.id === Number(p.id) && c.created_by === u.id) ?? fail(404, 'not_found', 'No such config')
+})
+route('GET', '/api/training-configs', ({ req, url }) => {
+  const u = authUser(req)
+  return paginate(
+    trainingConfigs.filter((c) => c.created_by === u.id),
+    url,
+  )
+})
+route('POST', '/api/training-configs', async ({ req }) => {
+  const u = authUser(req)
+  const b = await readBody(req)
+  validate([['name', !!b.name, 'required']])
+  const { name, config_data, ...rest } = b
+  const c = { id: nextId(), name, config_data: config_data ?? rest, created_by: u.id, created_at: now(), updated_at: null }
+  trainingConfigs.unshift(c)
+  return [201, c]
+})
+
+const ownTask = (u, id) =>
+  tasks.find((t) => t.id === Number(id) && (t.created_by === u.id || u.role === 'admin')) ??
+  fail(404, 'not_found', 'No such task')
+const taskStatus = (t) => ({
+  status: t.status,
+  progress: t.progress,
+  current_step: t.current_step,
+  total_steps: t.total_steps,
+  eta_seconds: t.eta_seconds,
+  swanlab_url: t.swanlab_url,
+  ...(t.error_message ? { error: t.error_message } : {}),
+})
+function emitTask(t, event, data) {
+  const run = taskRuns.get(t.id)
+  if (event === 'metrics') run.metrics.push(data)
+  if (event === 'log') run.log.push(data.line)
+  for (const l of run.listeners) l(event, data)
+}
+const taskLog = (t, line) => emitTask(t, 'log', { line: `[${new Date().toISOString()}] ${line}` })
+const setTaskStatus = (t, status, extra = {}) => {
+  Object.assign(t, { status }, extra)
+  emitTask(t, 'status', taskStatus(t))
+}
+
+function simulate(t) {
+  const total = t.total_steps
+  let step = 0
+  let minLoss = Infinity
+  let loss = 2.8
+  const start = Date.now()
+  setTimeout(() => {
+    if (t.status !== 'pending') return
+    setTaskStatus(t, 'running', { started_at: now() })
+    taskLog(t, `loading ${t.model_name}`)
+    taskLog(t, `dataset: 8 records, ${total} optimizer steps`)
+    const timer = setInterval(() => {
+      if (t.status !== 'running') return clearInterval(timer)
+      step++
+      loss = Math.max(0.4, loss * (0.93 + Math.random() * 0.05))
+      minLoss = Math.min(minLoss, loss)
+      const elapsed = (Date.now() - start) / 1000
+      const eta = ((total - step) * STEP_MS) / 1000
+      const lr = 2e-4 * (step < 3 ? step / 3 : 0.5 * (1 + Math.cos((Math.PI * (step - 3)) / (total - 3))))
+      const m = {
+        step,
+        total_steps: total,
+        epoch: (step / total) * 2,
+        loss,
+        lr,
+        grad_norm: 0.5 + Math.random(),
+        tokens_per_s: 900 + Math.random() * 200,
+        elapsed,
+        eta,
+      }
+      Object.assign(t, { current_step: step, progress: (100 * step) / total, eta_seconds: Math.round(eta) })
+      emitTask(t, 'metrics', m)
+      taskLog(t, `step ${step}/${total} loss=${loss.toFixed(4)} lr=${lr.toExponential(2)}`)
+      emitTask(t, 'status', taskStatus(t))
+      if (step >= total) {
+        clearInterval(timer)
+        const adapter = addLocalModel({
+          name: `${t.name.replace(/[^A-Za-z0-9._-]+/g, '-')}-lora-${t.id}`,
+          display_name: `${t.name} (LoRA)`,
+          model_path: `/srv/workbench/data/training/${t.id}/adapter`,
+          model_type: 'lora',
+          base_model_id: t.model_id,
+          size_bytes: 1_843_200,
+          created_by: t.created_by,
+          parameters: {
+            r: 8,
+            lora_alpha: 16,
+            target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+            base_model_id: t.model_id,
+          },
+        })
+        taskLog(t, `saved adapter to ${adapter.model_path}`)
+        setTaskStatus(t, 'completed', {
+          completed_at: now(),
+          progress: 100,
+          eta_seconds: 0,
+          adapter_model_id: adapter.id,
+          report: {
+            duration_s: (Date.now() - start) / 1000,
+            final_loss: loss,
+            min_loss: minLoss,
+            tokens_seen: total * 512,
+            adapter_path: adapter.model_path,
+            adapter_size_bytes: adapter.size_bytes,
+          },
+        })
+      }
+    }, STEP_MS)
+  }, 600)
+}
+
+route('GET', '/api/training-tasks', ({ req, url }) => {
+  const u = authUser(req)
+  const status = url.searchParams.get('status') ?? ''
+  return paginate(
+    tasks.filter((t) => (t.created_by === u.id || u.role === 'admin') && (!status || t.status === status)),
+    url,
+  )
+})
+route('POST', '/api/training-tasks', async ({ req }) => {
+  const u = authUser(req)
+  const b = await readBody(req)
+  const base = localModels.find((m) => (m.id === b.model_id || m.name === b.model_name) && m.model_type === 'base')
+  validate([
+    ['name', !!b.name?.trim(), 'must not be empty'],
+    ['model_id', !!base, 'no such base model'],
+    ['dataset_id', datasets.some((d) => d.id === b.dataset_id && d.uploaded_by === u.id), 'no such dataset'],
+    ['config_id', trainingConfigs.some((c) => c.id === b.config_id && c.created_by === u.id), 'no such training config'],
+  ])
+  const t = {
+    id: nextId(),
+    name: b.name.trim(),
+    model_name: base.name,
+    model_id: base.id,
+    dataset_id: b.dataset_id,
+    config_id: b.config_id,
+    status: 'pending',
+    progress: 0,
+    current_step: 0,
+    total_steps: Number(process.env.MOCK_TASK_STEPS ?? 40),
+    eta_seconds: null,
+    output_dir: null,
+    swanlab_url: settings.swanlab.mode === 'offline' ? '/srv/workbench/data/swanlog/run-1' : null,
+    started_at: null,
+    completed_at: null,
+    created_by: u.id,
+    created_at: now(),
+    error_message: null,
+    adapter_model_id: null,
+    report: null,
+  }
+  tasks.unshift(t)
+  taskRuns.set(t.id, { metrics: [], log: [], listeners: new Set() })
+  taskLog(t, 'queued')
+  simulate(t)
+  return [201, t]
+})
+route('GET', '/api/training-tasks/{id}', ({ req, p }) => ownTask(authUser(req), p.id))
+route('DELETE', '/api/training-tasks/{id}', ({ req, p }) => {
+  const t = ownTask(authUser(req), p.id)
+  if (['pending', 'running'].includes(t.status)) fail(409, 'task_active', 'cancel the task first')
+  tasks.splice(tasks.indexOf(t), 1)
+  return [204]
+})
+route('POST', '/api/training-tasks/{id}/cancel', ({ req, p }) => {
+  const t = ownTask(authUser(req), p.id)
+  if (!['pending', 'running'].includes(t.status)) fail(409, 'task_finished', 'the task has already finished')
+  taskLog(t, 'cancelled by the user')
+  setTaskStatus(t, 'cancelled', { completed_at: now(), eta_seconds: null })
+  return t
+})
+route('GET', '/api/training-tasks/{id}/log', ({ req, p, url }) => {
+  const t = ownTask(authUser(req), p.id)
+  const lines = taskRuns.get(t.id).log
+  const tail = Math.max(1, Number(url.searchParams.get('tail') ?? 200))
+  return { lines: lines.slice(-tail), total: lines.length }
+})
+route('GET', '/api/training-tasks/{id}/events', ({ req, res, p }) => {
+  const t = ownTask(authUser(req), p.id)
+  const run = taskRuns.get(t.id)
+  const emit = sse(res)
+  // History first (status, every step, the log tail), then live events; the stream ends with the task.
+  emit('status', taskStatus(t))
+  for (const m of run.metrics) emit('metrics', m)
+  for (const line of run.log.slice(-500)) emit('log', { line })
+  if (['completed', 'failed', 'cancelled'].includes(t.status)) {
+    res.end()
+    return null
+  }
+  const listener = (event, data) => {
+    emit(event, data)
+    if (event === 'status' && ['completed', 'failed', 'cancelled'].includes(data.status)) {
+      run.listeners.delete(listener)
+      res.end()
+    }
+  }
+  run.listeners.add(listener)
+  req.on('close', () => run.listeners.delete(listener))
+  return null
+})
+
+// What the browser tests read to know which pages the server offers.
+route('GET', '/api/openapi.json', () => ({
+  openapi: '3.1.0',
+  info: { title: 'mock', version: '0' },
+  paths: Object.fromEntries(routes.filter((r) => r.path.startsWith('/api/')).map((r) => [r.path, {}])),
+}))
 
 // ---------------------------------------------------------------- static files (SPA)
 const TYPES = {

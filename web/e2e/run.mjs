@@ -11,7 +11,12 @@
 // E2E_PROVIDER_KIND (default openai), E2E_PROVIDER_KEY, E2E_MODEL (default: the first synced
 // model) and E2E_FAIL_MODEL (a model whose stream fails, for the failing comparison column).
 // E2E_TOKEN_WAIT_S: wait this long (past the access-token lifetime) and check the session is
-// refreshed silently. Prints "N passed, M failed" last and exits
+// refreshed silently.
+// The local models and training flows run when the server offers /api/models and
+// /api/training-tasks: they need a ready base model in the registry (the reference model, see
+// scripts/fetch-model.sh) and train it for a few steps on a tiny dataset uploaded through the API;
+// E2E_TRAIN_TIMEOUT_MS (default 240000) bounds the wait for the task to complete.
+// Prints "N passed, M failed" last and exits
 // non-zero when anything failed. Screenshots of every main page at 1280x800 and 390x844 go
 // to E2E_OUT.
 import { chromium } from 'playwright-core'
@@ -35,6 +40,7 @@ const PROVIDER_KEY = process.env.E2E_PROVIDER_KEY ?? 'sk-e2e-test-key-1234'
 const WANT_MODEL = process.env.E2E_MODEL ?? ''
 const FAIL_MODEL = process.env.E2E_FAIL_MODEL ?? ''
 const TOKEN_WAIT_S = Number(process.env.E2E_TOKEN_WAIT_S ?? 0)
+const TRAIN_TIMEOUT = Number(process.env.E2E_TRAIN_TIMEOUT_MS ?? 240_000)
 
 const DESKTOP = { width: 1280, height: 800 }
 const PHONE = { width: 390, height: 844 }
@@ -51,6 +57,8 @@ const PAGES = [
   ['/admin/users', 'admin-users', '/api/admin/users'],
   ['/admin/settings', 'admin-settings', '/api/admin/settings'],
   ['/account', 'account', '/api/auth/password'],
+  ['/models', 'models', '/api/models'],
+  ['/training-tasks', 'training-tasks', '/api/training-tasks'],
 ]
 
 /**
@@ -74,10 +82,10 @@ function log(msg) {
 }
 
 /** Runs one named check; a failure is recorded (with a screenshot) and the run goes on. */
-async function step(name, fn) {
+async function step(name, fn, timeoutMs = STEP_TIMEOUT * 3) {
   const started = Date.now()
   try {
-    await withTimeout(fn(), STEP_TIMEOUT * 3, name)
+    await withTimeout(fn(), timeoutMs, name)
     results.push({ name, ok: true })
     log(`  ok   ${name} (${Date.now() - started} ms)`)
     return true
@@ -280,6 +288,12 @@ async function main() {
 
     if (PROVIDER_URL) await modelFlow()
     else log('  skip model flow (set E2E_PROVIDER_URL to run it)')
+
+    if (serves('/api/models')) await localModelsFlow()
+    else log('  skip local models: the server does not offer /api/models yet')
+
+    if (serves('/api/training-tasks') && serves('/api/datasets') && serves('/api/training-configs')) await trainingFlow()
+    else log('  skip training: the server does not offer /api/training-tasks, /api/datasets or /api/training-configs yet')
 
     if (TOKEN_WAIT_S > 0) {
       await step(`an expired access token is refreshed silently (after ${TOKEN_WAIT_S}s)`, async () => {
@@ -727,6 +741,222 @@ async function modelFlow() {
     await page.locator('[data-testid="compare-stop"]').waitFor()
     await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
     assert((await page.locator('[data-testid="compare-column"]').count()) === 2, 're-run did not show two columns')
+  })
+}
+
+/**
+ * The API as the admin, outside the browser (test setup): its own login, renewed when the
+ * access token expired (the e2e server runs with short-lived tokens).
+ */
+let apiToken = null
+async function api(method, path, body) {
+  const login = async () => {
+    const res = await fetch(`${BASE}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email: EMAIL, password: PASSWORD }),
+    })
+    if (!res.ok) throw new Error(`API login: ${res.status}`)
+    apiToken = (await res.json()).access_token
+  }
+  if (!apiToken) await login()
+  const send = () =>
+    fetch(`${BASE}${path}`, {
+      method,
+      headers: {
+        Authorization: `Bearer ${apiToken}`,
+        ...(body !== undefined && !(body instanceof FormData) ? { 'Content-Type': 'application/json' } : {}),
+      },
+      body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
+    })
+  let res = await send()
+  if (res.status === 401) {
+    await login()
+    res = await send()
+  }
+  const text = await res.text()
+  let json = null
+  try {
+    json = text ? JSON.parse(text) : null
+  } catch {
+    json = text
+  }
+  return { status: res.status, ok: res.ok, json }
+}
+
+/** The first ready, enabled base model of the registry, or null. */
+async function readyBaseModel() {
+  const res = await api('GET', '/api/models?model_type=base&page_size=100')
+  assert(res.ok, `GET /api/models → ${res.status}`)
+  return res.json.items.find((m) => m.status === 'ready' && m.is_available) ?? null
+}
+
+/** Sends one chat message on the playground and waits for a finished, error-free answer. */
+async function chatOnce(text) {
+  await field('chat-input').fill(text)
+  await page.locator('[data-testid="send"]').click()
+  const answer = page.locator('[data-testid="msg-assistant"]').last()
+  await answer.locator('[data-testid="metrics-badge"]').waitFor({ timeout: STEP_TIMEOUT * 3 })
+  const failed = await answer.locator('[data-testid="answer-error"]').count()
+  assert(failed === 0, `the answer failed: ${await answer.innerText()}`)
+  const content = (
+    await answer
+      .locator('[data-testid="answer"]')
+      .innerText()
+      .catch(() => '')
+  ).trim()
+  assert(content.length > 0, 'the answer is empty')
+  return content
+}
+
+async function localModelsFlow() {
+  let base = null
+  await step('models: the page lists the reference model', async () => {
+    base = await readyBaseModel()
+    await page.setViewportSize(DESKTOP)
+    await page.goto(`${BASE}/models`)
+    await settle()
+    if (!base) {
+      log('       no ready base model registered (no reference model in the data folder): chat skipped')
+      return
+    }
+    const row = page.locator('[data-testid="models-table"] .el-table__row').filter({ hasText: base.name })
+    await row.waitFor()
+    assert((await row.locator('[data-testid="model-status"]').innerText()).match(/就绪|Ready/), 'the model is not shown ready')
+  })
+  if (!base) return
+
+  await step(
+    'models: "Chat" opens the playground with the model and a local answer streams',
+    async () => {
+      const row = page.locator('[data-testid="models-table"] .el-table__row').filter({ hasText: base.name })
+      await row.locator('[data-testid="model-chat"]').click()
+      await page.waitForURL(/\/playground\?config=/)
+      await settle()
+      const picked = await page.locator('[data-testid="model-picker"]').innerText()
+      assert(picked.includes(base.display_name || base.name), `the playground picked "${picked}"`)
+      const answer = await chatOnce('Say hello in one short sentence.')
+      log(`       local answer: ${answer.slice(0, 60).replace(/\s+/g, ' ')}`)
+      await shot('playground-local', DESKTOP)
+    },
+    STEP_TIMEOUT * 6,
+  )
+}
+
+/** A tiny alpaca dataset: eight short records train in a few seconds on the reference model. */
+const TINY_DATASET = JSON.stringify(
+  ['red', 'green', 'blue', 'yellow', 'black', 'white', 'orange', 'purple'].map((c, i) => ({
+    instruction: `What colour is number ${i + 1}?`,
+    input: '',
+    output: `Colour number ${i + 1} is ${c}.`,
+  })),
+)
+
+async function trainingFlow() {
+  const stamp = Date.now()
+  const taskName = `e2e task ${stamp}`
+  let base = null
+  let dataset = null
+  let config = null
+
+  const ready = await step('training: setup (a base model, a tiny dataset and a short config through the API)', async () => {
+    base = await readyBaseModel()
+    if (!base) return
+    const form = new FormData()
+    form.append('name', `e2e colours ${stamp}`)
+    form.append('format', 'alpaca')
+    form.append('file', new Blob([TINY_DATASET], { type: 'application/json' }), 'colours.json')
+    const d = await api('POST', '/api/datasets', form)
+    assert(d.ok, `dataset upload → ${d.status} ${JSON.stringify(d.json)}`)
+    dataset = d.json
+    const c = await api('POST', '/api/training-configs', {
+      name: `e2e quick ${stamp}`,
+      preset: 'quick_test',
+      params: { epochs: 1, batch_size: 1, max_seq_length: 64, lora_r: 4, lora_alpha: 8 },
+    })
+    assert(c.ok, `training config → ${c.status} ${JSON.stringify(c.json)}`)
+    config = c.json
+  })
+  if (!ready) return
+  if (!base) {
+    log('  skip training: no ready base model registered (no reference model in the data folder)')
+    return
+  }
+
+  const created = await step('training: a task is created from the UI', async () => {
+    await page.setViewportSize(DESKTOP)
+    await page.goto(`${BASE}/training-tasks`)
+    await settle()
+    await page.locator('[data-testid="task-create"]').click()
+    await field('task-name').fill(taskName)
+    await page.locator('[data-testid="task-model"]').click()
+    await pickOption(base.display_name || base.name)
+    await page.locator('[data-testid="task-dataset"]').click()
+    await pickOption(dataset.name)
+    await page.locator('[data-testid="task-config"]').click()
+    await pickOption(config.name)
+    await page.locator('[data-testid="task-submit"]').click()
+    await page.waitForURL(/\/training-tasks\/\d+$/)
+  })
+  if (!created) return
+
+  await step(
+    'training: the loss curve gets points live',
+    async () => {
+      const points = page.locator('[data-testid="chart-loss"] [data-testid="chart-points"]')
+      await page.waitForFunction(
+        () => Number(document.querySelector('[data-testid="chart-loss"] [data-testid="chart-points"]')?.textContent ?? 0) > 0,
+        null,
+        { timeout: TRAIN_TIMEOUT },
+      )
+      log(`       loss points so far: ${await points.innerText()}`)
+      await shot('training-task-running', DESKTOP)
+    },
+    TRAIN_TIMEOUT + 5000,
+  )
+
+  const completed = await step(
+    'training: the task completes with a report',
+    async () => {
+      await page.locator('[data-testid="detail-status"][data-status="completed"]').waitFor({ timeout: TRAIN_TIMEOUT })
+      await page.locator('[data-testid="detail-report"]').waitFor()
+      const n = Number(await page.locator('[data-testid="chart-loss"] [data-testid="chart-points"]').innerText())
+      assert(n > 0, 'no loss points')
+      const logText = await page.locator('[data-testid="task-log"]').innerText()
+      assert(logText.trim().length > 0, 'the log panel is empty')
+      await page.locator('[data-testid="detail-chat"]').waitFor()
+      await shot('training-task-done', DESKTOP)
+      await page.setViewportSize(PHONE)
+      await shot('training-task-done', PHONE)
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+      assert(overflow <= 1, `the task page is ${overflow}px wider than the phone screen`)
+      await page.setViewportSize(DESKTOP)
+    },
+    TRAIN_TIMEOUT + 5000,
+  )
+  if (!completed) return
+
+  const taskUrl = page.url()
+  await step(
+    'training: "Chat with the result" answers with the adapter',
+    async () => {
+      await page.locator('[data-testid="detail-chat"]').click()
+      await page.waitForURL(/\/playground\?config=/)
+      await settle()
+      const answer = await chatOnce('What colour is number 3?')
+      log(`       fine-tuned answer: ${answer.slice(0, 60).replace(/\s+/g, ' ')}`)
+    },
+    STEP_TIMEOUT * 6,
+  )
+
+  await step('training: "Compare base vs fine-tuned" preselects both models', async () => {
+    await page.goto(taskUrl)
+    await page.locator('[data-testid="detail-compare"]').click()
+    await page.waitForURL(/\/comparison\?configs=/)
+    await settle()
+    const tags = page.locator('[data-testid="compare-models"] .el-tag')
+    await tags.nth(1).waitFor()
+    assert((await tags.count()) === 2, `expected 2 models selected, got ${await tags.count()}`)
   })
 }
 

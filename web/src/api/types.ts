@@ -240,3 +240,122 @@ export interface TestPromptInput {
   content: string
   category?: string
 }
+
+/** A row of the local models registry: a base GGUF file or a LoRA adapter on a base. */
+export type LocalModelType = 'base' | 'lora'
+
+export interface LocalModel {
+  id: number
+  name: string
+  display_name: string
+  model_path: string
+  model_type: LocalModelType
+  /** `ready`, or `missing` when the files were gone at the last check. */
+  status: 'ready' | 'missing' | string
+  is_available: boolean
+  description: string | null
+  /** GGUF header facts for a base; r, lora_alpha, target_modules, base_model_id for an adapter. */
+  parameters: Record<string, unknown>
+  base_model_id: number | null
+  size_bytes: number | null
+  created_by: number | null
+  created_at: string
+  updated_at: string | null
+}
+
+export interface LocalModelInput {
+  name: string
+  display_name?: string
+  model_path: string
+  model_type: LocalModelType
+  base_model_id?: number
+  description?: string
+}
+
+export interface LocalModelPatch {
+  display_name?: string
+  description?: string
+  is_available?: boolean
+}
+
+export interface ModelScanReport {
+  added: string[]
+  missing: string[]
+  restored: string[]
+  skipped: string[]
+}
+
+export type TrainingStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+/** One optimizer step, as the task's `metrics` event carries it. */
+export interface TrainingMetrics {
+  step: number
+  total_steps: number
+  epoch: number
+  loss: number
+  lr: number
+  grad_norm: number
+  tokens_per_s: number
+  /** Seconds since training started. */
+  elapsed: number
+  /** Seconds left, estimated. */
+  eta: number
+}
+
+/** The task's `status` event. */
+export interface TrainingStatusEvent {
+  status: TrainingStatus
+  progress: number
+  current_step?: number | null
+  total_steps?: number | null
+  eta_seconds?: number | null
+  swanlab_url?: string | null
+  error?: string | null
+}
+
+/** The final report of a completed task; older or newer servers may name fields differently. */
+export type TrainingReport = Record<string, unknown>
+
+export interface TrainingTask {
+  id: number
+  name: string
+  model_name: string
+  model_id?: number | null
+  dataset_id: number | null
+  dataset_name?: string | null
+  config_id: number | null
+  config_name?: string | null
+  status: TrainingStatus
+  /** 0–100. */
+  progress: number
+  current_step?: number | null
+  total_steps?: number | null
+  eta_seconds?: number | null
+  output_dir?: string | null
+  swanlab_url?: string | null
+  started_at?: string | null
+  completed_at?: string | null
+  created_by?: number | null
+  created_at: string
+  error_message?: string | null
+  /** The adapter registered in the models registry when the task completed. */
+  adapter_model_id?: number | null
+  /** An object, or its JSON text. */
+  report?: TrainingReport | string | null
+}
+
+export interface TrainingTaskInput {
+  name: string
+  model_id?: number
+  model_name?: string
+  dataset_id: number
+  config_id: number
+}
+
+/** What the task form needs from a dataset or a training config: a name to pick it by. */
+export interface NamedOption {
+  id: number
+  name: string
+  record_count?: number | null
+  format_type?: string | null
+}

@@ -42,7 +42,7 @@ export function useAppLayout() {
     })).filter((g) => g.entries.length > 0),
   )
 
-  const active = computed(() => route.path)
+  const active = computed(() => route.meta.activeMenu ?? route.path)
 
   function onSelect(): void {
     drawerOpen.value = false

@@ -12,6 +12,8 @@ declare module 'vue-router' {
     admin?: boolean
     /** Not listed in the side menu. */
     hidden?: boolean
+    /** The menu entry to highlight on a page that has none of its own (a detail page). */
+    activeMenu?: string
   }
 }
 
@@ -27,6 +29,12 @@ export const appRoutes: RouteRecordRaw[] = [
     name: 'model-configs',
     component: () => import('@/views/models/ModelConfigsView.vue'),
     meta: { title: 'menu.modelConfigs', area: 'models', icon: 'SetUp' },
+  },
+  {
+    path: 'models',
+    name: 'models',
+    component: () => import('@/views/models/LocalModelsView.vue'),
+    meta: { title: 'menu.localModels', area: 'models', icon: 'Box' },
   },
   {
     path: 'playground',
@@ -69,6 +77,18 @@ export const appRoutes: RouteRecordRaw[] = [
     name: 'account',
     component: () => import('@/views/system/AccountView.vue'),
     meta: { title: 'menu.account', area: 'system', icon: 'Key' },
+  },
+  {
+    path: 'training-tasks',
+    name: 'training-tasks',
+    component: () => import('@/views/training/TrainingTasksView.vue'),
+    meta: { title: 'menu.trainingTasks', area: 'training', icon: 'TrendCharts' },
+  },
+  {
+    path: 'training-tasks/:id(\\d+)',
+    name: 'training-task',
+    component: () => import('@/views/training/TrainingTaskDetailView.vue'),
+    meta: { title: 'menu.trainingTask', area: 'training', hidden: true, activeMenu: '/training-tasks' },
   },
   {
     path: 'forbidden',

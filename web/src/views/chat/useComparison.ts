@@ -67,6 +67,12 @@ export function useComparison() {
     }
   }
 
+  /** Selects the given configs (those that exist and are enabled), in that order, up to the maximum. */
+  function preselect(ids: string[]): void {
+    const usable = new Set(enabledConfigs.value.map((c) => c.id))
+    selected.value = [...new Set(ids)].filter((id) => usable.has(id)).slice(0, MAX_MODELS)
+  }
+
   function applyTestPrompt(id: number | null): void {
     testPromptId.value = id
     const p = testPrompts.value.find((x) => x.id === id)
@@ -248,6 +254,7 @@ export function useComparison() {
     min: MIN_MODELS,
     max: MAX_MODELS,
     loadPickers,
+    preselect,
     applyTestPrompt,
     run,
     stop,
