@@ -24,6 +24,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub providers: ProviderSettings,
+    pub training: crate::training::TrainingSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +91,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             cors: CorsSettings::default(),
             providers: ProviderSettings::default(),
+            training: crate::training::TrainingSettings::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, comparisons, model_configs, ops, prompts, providers},
+    routes::{admin, auth, chat, comparisons, model_configs, ops, prompts, providers, training_tasks},
     state::AppState,
 };
 
@@ -55,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/system-prompts/{id}", get(prompts::get_system).patch(prompts::update_system).delete(prompts::delete_system))
         .route("/test-prompts", get(prompts::list_test).post(prompts::create_test))
         .route("/test-prompts/{id}", get(prompts::get_test).patch(prompts::update_test).delete(prompts::delete_test))
+        .route("/training-tasks", get(training_tasks::list).post(training_tasks::create))
+        .route("/training-tasks/{id}", get(training_tasks::get).delete(training_tasks::delete))
+        .route("/training-tasks/{id}/cancel", post(training_tasks::cancel))
+        .route("/training-tasks/{id}/events", get(training_tasks::events))
+        .route("/training-tasks/{id}/log", get(training_tasks::log))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

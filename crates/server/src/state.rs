@@ -18,4 +18,13 @@ pub struct AppState {
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
     /// Answers streaming now, by session, so a stop request can reach them.
     pub answers: ActiveAnswers,
+    /// Wakes training workers and task event streams in this process.
+    pub training: crate::training::Hub,
+}
+
+impl AppState {
+    /// `<data_dir>/training/<task id>`: log, metrics, adapter.
+    pub fn training_dir(&self, task_id: i32) -> std::path::PathBuf {
+        crate::training::task_dir(&self.settings.data_dir, task_id)
+    }
 }

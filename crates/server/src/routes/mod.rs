@@ -7,3 +7,4 @@ pub mod model_configs;
 pub mod ops;
 pub mod prompts;
 pub mod providers;
+pub mod training_tasks;
