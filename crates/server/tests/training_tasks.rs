@@ -204,6 +204,8 @@ async fn a_task_trains_streams_and_registers_its_adapter_with_swanlab_offline() 
 
     // Live: connected while pending or running, the stream follows the task to its end.
     let events = read_events(&app, &token, id).await;
+    assert_ne!(events[0].1["status"], "completed", "connected before the end, the events came live");
+    assert!(events.iter().any(|(n, d)| n == "status" && d["status"] == "running"), "{events:?}");
     let metrics: Vec<&Value> = events.iter().filter(|(n, _)| n == "metrics").map(|(_, d)| d).collect();
     assert_eq!(metrics.len(), 2, "4 records, batch 2, 1 epoch: {events:?}");
     for (i, m) in metrics.iter().enumerate() {
@@ -214,8 +216,8 @@ async fn a_task_trains_streams_and_registers_its_adapter_with_swanlab_offline() 
         }
     }
     assert!(events.iter().any(|(n, d)| n == "log" && d["line"].as_str().unwrap().starts_with("step 1/2")), "{events:?}");
-    let (last, status) = events.last().unwrap();
-    assert_eq!((last.as_str(), status["status"].as_str()), ("status", Some("completed")), "{events:?}");
+    let (_, status) = events.iter().rev().find(|(n, _)| n == "status").unwrap();
+    assert_eq!(status["status"], "completed", "{events:?}");
     assert_eq!(status["progress"], 100.0);
 
     let task = app.get(&format!("/api/training-tasks/{id}"), &token).await.json;

@@ -84,8 +84,16 @@ async fn append(path: &Path) -> std::io::Result<tokio::fs::File> {
 }
 
 impl TaskFiles {
-    pub async fn open(dir: &Path, task_id: i32, hub: Hub) -> std::io::Result<Self> {
+    /// Starts the task's files afresh: a task runs once, and a leftover directory (a reset
+    /// database reusing the id) must not mix into its history.
+    pub async fn create(dir: &Path, task_id: i32, hub: Hub) -> std::io::Result<Self> {
         tokio::fs::create_dir_all(dir).await?;
+        for path in [log_path(dir), metrics_path(dir)] {
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         Ok(Self {
             task_id,
             log: Arc::new(Mutex::new(append(&log_path(dir)).await?)),

@@ -123,7 +123,7 @@ struct Progress {
 async fn run_task(rt: &Runtime, worker: &str, task: training_tasks::Model, stop: &mut watch::Receiver<bool>) {
     let dir = rt.task_dir(task.id);
     let adapter = adapter_path(&dir);
-    let files = match TaskFiles::open(&dir, task.id, rt.hub.clone()).await {
+    let files = match TaskFiles::create(&dir, task.id, rt.hub.clone()).await {
         Ok(files) => files,
         Err(e) => {
             finish(rt, worker, &task, FAILED, Some(format!("cannot create {}: {e}", dir.display())), None, None).await;
