@@ -274,7 +274,7 @@ pub async fn cancel(State(state): State<AppState>, AuthUser(user): AuthUser, Pat
             return Err(ApiError::conflict("task_finished", "the task has already ended"));
         }
     }
-    state.training.task_changed(task.id);
+    state.training.cancel_requested(task.id);
     Ok(Json(find_own(&state, user.id, id).await?.into()))
 }
 

@@ -182,76 +182,70 @@ pub fn status_data(task: &training_tasks::Model) -> serde_json::Value {
     data
 }
 
+/// A task's files as one browser has seen them so far.
+struct Follower {
+    metrics: LineCursor,
+    log: LineCursor,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Follower {
+    async fn send(&self, event: &str, data: &serde_json::Value) -> bool {
+        self.tx.send(frame(event, data)).await.is_ok()
+    }
+
+    /// Sends the steps and log lines written since the last call; false once the client left.
+    async fn send_new(&mut self, mut log_lines: Vec<String>) -> bool {
+        for line in self.metrics.read_new().await {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if !self.send("metrics", &value).await {
+                return false;
+            }
+        }
+        log_lines.extend(self.log.read_new().await);
+        for line in log_lines {
+            if !self.send("log", &json!({ "line": line })).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Feeds `tx` with the task's status, its whole metrics history and the log tail, then the live
 /// events, and ends after the task finished. Ends early when the client goes away.
 pub async fn stream(db: sea_orm::DatabaseConnection, hub: Hub, task: training_tasks::Model, dir: PathBuf, tx: mpsc::Sender<Bytes>) {
     // Subscribe before reading anything, so nothing written in between is missed.
     let mut changed = hub.subscribe();
-    let task_id = task.id;
-    let mut metrics = LineCursor::new(metrics_path(&dir));
-    let mut log = LineCursor::new(log_path(&dir));
+    let mut follower = Follower { metrics: LineCursor::new(metrics_path(&dir)), log: LineCursor::new(log_path(&dir)), tx };
     let mut last_status = status_data(&task);
-    let finished = is_finished(&task.status);
-
-    let send = |event: &'static str, data: serde_json::Value| {
-        let tx = tx.clone();
-        async move { tx.send(frame(event, &data)).await.is_ok() }
-    };
-    if !send("status", last_status.clone()).await {
+    if !follower.send("status", &last_status).await {
         return;
     }
-    let backlog = log.read_new().await;
+    let backlog = follower.log.read_new().await;
     let skip = backlog.len().saturating_sub(LOG_BACKLOG);
-    let mut pending_log: Vec<String> = backlog.into_iter().skip(skip).collect();
+    if !follower.send_new(backlog.into_iter().skip(skip).collect()).await || is_finished(&task.status) {
+        return;
+    }
     loop {
-        for line in metrics.read_new().await {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if !send("metrics", value).await {
-                return;
-            }
-        }
-        pending_log.extend(log.read_new().await);
-        for line in pending_log.drain(..) {
-            if !send("log", json!({ "line": line })).await {
-                return;
-            }
-        }
-        if finished {
-            return;
-        }
         let wake = tokio::select! {
-            _ = tx.closed() => return,
+            _ = follower.tx.closed() => return,
             _ = tokio::time::sleep(POLL) => true,
-            r = changed.recv() => matches!(r, Ok(id) if id == task_id) || matches!(r, Err(RecvError::Lagged(_))),
+            r = changed.recv() => matches!(r, Ok(id) if id == task.id) || matches!(r, Err(RecvError::Lagged(_))),
         };
         if !wake {
             continue;
         }
-        let Ok(Some(row)) = training_tasks::Entity::find_by_id(task_id).one(&db).await else { return };
+        let Ok(Some(row)) = training_tasks::Entity::find_by_id(task.id).one(&db).await else { return };
+        // The files first, so a status follows the steps and lines written before it.
+        if !follower.send_new(Vec::new()).await {
+            return;
+        }
         let status = status_data(&row);
         if status == last_status {
             continue;
         }
-        if is_finished(&row.status) {
-            // The files first, so the final status follows the last step and line and ends
-            // the stream.
-            for line in metrics.read_new().await {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if !send("metrics", value).await {
-                        return;
-                    }
-                }
-            }
-            pending_log.extend(log.read_new().await);
-            for line in pending_log.drain(..) {
-                if !send("log", json!({ "line": line })).await {
-                    return;
-                }
-            }
-            send("status", status).await;
-            return;
-        }
-        if !send("status", status.clone()).await {
+        if !follower.send("status", &status).await || is_finished(&row.status) {
             return;
         }
         last_status = status;

@@ -67,17 +67,18 @@ impl Default for TrainingSettings {
     }
 }
 
-/// Wakes in-process listeners: idle workers when a task is queued, and event streams and the
-/// worker holding a task when that task changed (a log line, a step, a status, a cancel request).
+/// Wakes in-process listeners: idle workers when a task is queued, event streams when a task
+/// changed (a log line, a step, a status), the worker holding a task when it is cancelled.
 #[derive(Clone)]
 pub struct Hub {
     changed: broadcast::Sender<i32>,
+    cancels: broadcast::Sender<i32>,
     queued: Arc<Notify>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { changed: broadcast::channel(1024).0, queued: Arc::new(Notify::new()) }
+        Self { changed: broadcast::channel(1024).0, cancels: broadcast::channel(64).0, queued: Arc::new(Notify::new()) }
     }
 }
 
@@ -88,6 +89,17 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<i32> {
         self.changed.subscribe()
+    }
+
+    /// A cancel was recorded for the task; the worker holding it (if in this process) stops it
+    /// at once instead of at its next heartbeat.
+    pub fn cancel_requested(&self, task_id: i32) {
+        let _ = self.cancels.send(task_id);
+        self.task_changed(task_id);
+    }
+
+    fn subscribe_cancels(&self) -> broadcast::Receiver<i32> {
+        self.cancels.subscribe()
     }
 
     pub fn task_queued(&self) {

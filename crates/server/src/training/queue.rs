@@ -168,19 +168,19 @@ fn orphan_reason(task: &training_tasks::Model, now: DateTime<Utc>, stale_after: 
     };
     let mut parts = worker.splitn(3, ':');
     let (host, pid) = (parts.next().unwrap_or_default(), parts.next().and_then(|p| p.parse::<u32>().ok()));
-    if host == hostname() {
-        if let Some(pid) = pid {
-            if pid == std::process::id() {
-                if !LIVE_WORKERS.lock().expect("worker registry").contains(worker) {
-                    return Some(format!("worker {worker} stopped while the task was running (restart)"));
-                }
-                return None;
+    if host == hostname()
+        && let Some(pid) = pid
+    {
+        if pid == std::process::id() {
+            if !LIVE_WORKERS.lock().expect("worker registry").contains(worker) {
+                return Some(format!("worker {worker} stopped while the task was running (restart)"));
             }
-            if !process_alive(pid) {
-                return Some(format!(
-                    "worker {worker} is gone: its process {pid} ended while the task was running (crash, kill or restart)"
-                ));
-            }
+            return None;
+        }
+        if !process_alive(pid) {
+            return Some(format!(
+                "worker {worker} is gone: its process {pid} ended while the task was running (crash, kill or restart)"
+            ));
         }
     }
     match task.heartbeat_at {

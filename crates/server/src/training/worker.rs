@@ -285,7 +285,7 @@ async fn supervise(
     let (mut stdout_open, mut stderr_open) = (true, true);
     let mut beat = tokio::time::interval(Duration::from_secs(rt.settings.training.heartbeat_secs.max(1)));
     beat.tick().await;
-    let mut changed = rt.hub.subscribe();
+    let mut cancels = rt.hub.subscribe_cancels();
     loop {
         tokio::select! {
             line = stdout.next_line(), if stdout_open => match line {
@@ -320,11 +320,10 @@ async fn supervise(
                 Ok(queue::Beat::Lost) => return End::Lost,
                 Err(e) => tracing::warn!(task = task.id, error = %e, "training heartbeat"),
             },
-            news = changed.recv() => {
-                if matches!(news, Ok(id) if id == task.id) || matches!(news, Err(RecvError::Lagged(_))) {
-                    if let Ok(queue::Beat::CancelRequested) = queue::cancel_requested(&rt.db, task.id).await {
-                        return End::Cancelled;
-                    }
+            news = cancels.recv() => {
+                let ours = matches!(news, Ok(id) if id == task.id) || matches!(news, Err(RecvError::Lagged(_)));
+                if ours && let Ok(queue::Beat::CancelRequested) = queue::cancel_requested(&rt.db, task.id).await {
+                    return End::Cancelled;
                 }
             }
             _ = stop.changed() => return End::Stopped,
