@@ -184,6 +184,8 @@ async fn wait_process_gone(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_trains_streams_and_registers_its_adapter_with_swanlab_offline() {
+    let python = workspace_root().join(".venv-swanlab/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/install-swanlab.sh", python.display());
     let app = app_with_workers(Backend::Sqlite, 1).await;
     let admin = app.admin_token().await;
     let (owner, token) = app.user_token("trainer@example.com").await;
@@ -248,7 +250,7 @@ async fn a_task_trains_streams_and_registers_its_adapter_with_swanlab_offline() 
     // SwanLab offline: the run directory holds the logged steps (read back with the SDK).
     let run_dir = task["swanlab_url"].as_str().expect("swanlab run recorded");
     assert!(Path::new(run_dir).is_dir(), "{run_dir}");
-    let out = std::process::Command::new(workspace_root().join(".venv-swanlab/bin/python"))
+    let out = std::process::Command::new(&python)
         .arg(workspace_root().join("scripts/swanlab_sidecar.py"))
         .args(["--read", run_dir])
         .output()

@@ -73,6 +73,8 @@ pub async fn start(rt: &Runtime, task: &training_tasks::Model, dir: &Path, confi
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // The SDK wraps its messages at the terminal width; one message, one log line.
+        .env("COLUMNS", "1000")
         .kill_on_drop(true);
     if let Some(workspace) = &swanlab.workspace {
         command.args(["--workspace", workspace]);
@@ -130,7 +132,9 @@ pub async fn start(rt: &Runtime, task: &training_tasks::Model, dir: &Path, confi
     let rest = files.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = stdout.next_line().await {
-            rest.line(&format!("[swanlab] {line}")).await;
+            if serde_json::from_str::<Announcement>(&line).is_err() {
+                rest.line(&format!("[swanlab] {line}")).await;
+            }
         }
     });
     files.line(&format!("SwanLab ({mode}) run: {location}")).await;
