@@ -251,3 +251,25 @@ pub async fn stream(db: sea_orm::DatabaseConnection, hub: Hub, task: training_ta
         last_status = status;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn a_cursor_yields_complete_lines_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.log");
+        let mut cursor = LineCursor::new(path.clone());
+        assert!(cursor.read_new().await.is_empty(), "no file yet");
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        file.write_all("first\nsecond, half".as_bytes()).unwrap();
+        assert_eq!(cursor.read_new().await, ["first"]);
+        assert!(cursor.read_new().await.is_empty());
+        file.write_all(" done\n第三\n".as_bytes()).unwrap();
+        assert_eq!(cursor.read_new().await, ["second, half done", "第三"]);
+        let (lines, total) = tail(&path, 2).await;
+        assert_eq!((lines, total), (vec!["second, half done".to_owned(), "第三".to_owned()], 3));
+    }
+}
