@@ -17,6 +17,8 @@ scripts/build-web.sh
 if [ -x scripts/fetch-model.sh ]; then
   scripts/fetch-model.sh
 fi
+# The SwanLab SDK for the offline-mode training test.
+scripts/install-swanlab.sh
 
 echo "==> web unit tests"
 (cd web && npx vitest run --reporter=dot)

@@ -25,6 +25,7 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub providers: ProviderSettings,
     pub engine: EngineSettings,
+    pub training: crate::training::TrainingSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +112,7 @@ impl Default for Settings {
             cors: CorsSettings::default(),
             providers: ProviderSettings::default(),
             engine: EngineSettings::default(),
+            training: crate::training::TrainingSettings::default(),
         }
     }
 }

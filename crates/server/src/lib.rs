@@ -16,6 +16,7 @@ pub mod router;
 pub mod routes;
 pub mod runtime_settings;
 pub mod state;
+pub mod training;
 pub mod users;
 pub mod web;
 
@@ -60,6 +61,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
             settings.engine.concurrent_generations,
             settings.engine.default_max_tokens,
         )),
+        training: training::Hub::default(),
         clock,
         settings: Arc::new(settings),
     };
@@ -91,9 +93,20 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, with `training.workers` training workers beside it; they
+/// stop (failing the tasks they were running) on shutdown too.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (stop_workers, stop) = tokio::sync::watch::channel(false);
+    let workers = training::start_workers(training::Runtime::from(&state), state.settings.training.workers, stop);
     let app = router::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_workers.send(true);
+        })
+        .await;
+    for worker in workers {
+        let _ = worker.await;
+    }
+    served
 }

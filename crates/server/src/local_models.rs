@@ -324,12 +324,17 @@ async fn ensure_provider(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr
 /// Mirrors the registry into the `local` provider's model list, so model configs can name
 /// registry models and lose their `usable` flag when a model goes.
 pub async fn sync_provider(state: &AppState) -> Result<(), ApiError> {
-    let remote = catalog(&state.db, None)
+    sync_provider_at(&state.db, state.clock.now()).await
+}
+
+/// [`sync_provider`] for callers without the app state (training workers).
+pub async fn sync_provider_at(db: &sea_orm::DatabaseConnection, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+    let remote = catalog(db, None)
         .await?
         .into_iter()
         .map(|m| llm::RemoteModel { id: m.name, name: m.display_name, size: m.size, is_vision: false, description: None })
         .collect();
-    providers::apply_model_list(state, PROVIDER_ID, remote).await.map(|_| ())
+    providers::apply_model_list_at(db, now, PROVIDER_ID, remote).await.map(|_| ())
 }
 
 /// The models `user` may chat with (every usable one when `None`): ready, enabled, and for an

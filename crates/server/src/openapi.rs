@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth, chat, comparisons, model_configs, models, prompts, providers};
+use crate::routes::{admin, auth, chat, comparisons, model_configs, models, prompts, providers, training_tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,15 +24,18 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, models, promp
         prompts::list_system, prompts::create_system, prompts::get_system, prompts::update_system, prompts::delete_system,
         prompts::list_test, prompts::create_test, prompts::get_test, prompts::update_test, prompts::delete_test,
         models::list, models::get, models::create, models::update, models::delete, models::scan, models::model_config,
+        training_tasks::list, training_tasks::create, training_tasks::get, training_tasks::delete,
+        training_tasks::cancel, training_tasks::events, training_tasks::log,
     ),
-    components(schemas(chat::MetaEvent, chat::DoneEvent)),
+    components(schemas(chat::MetaEvent, chat::DoneEvent, crate::training::events::StepMetrics)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login and tokens"), (name = "admin", description = "User management and settings"),
         (name = "providers", description = "Model providers, their model lists and connection tests"),
         (name = "model-configs", description = "Each user's own model parameters"),
         (name = "chat", description = "Playground sessions; answers stream as server-sent events"),
         (name = "comparisons", description = "One input to several models at once, streamed side by side"),
-        (name = "prompts", description = "System prompts and test prompts"))
+        (name = "prompts", description = "System prompts and test prompts"),
+        (name = "training", description = "LoRA training tasks: queue, cancel, live progress (server-sent events), log"))
 )]
 pub struct ApiDoc;
 

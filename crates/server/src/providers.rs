@@ -298,7 +298,16 @@ pub async fn apply_model_list(
     provider_id: &str,
     remote: Vec<RemoteModel>,
 ) -> Result<SyncReport, ApiError> {
-    let now = state.clock.now();
+    apply_model_list_at(&state.db, state.clock.now(), provider_id, remote).await
+}
+
+/// [`apply_model_list`] for callers without the app state (training workers).
+pub async fn apply_model_list_at(
+    db: &sea_orm::DatabaseConnection,
+    now: DateTime<Utc>,
+    provider_id: &str,
+    remote: Vec<RemoteModel>,
+) -> Result<SyncReport, ApiError> {
     let mut seen = HashSet::new();
     let remote: Vec<RemoteModel> = remote
         .into_iter()
@@ -311,7 +320,7 @@ pub async fn apply_model_list(
         })
         .collect();
 
-    let txn = state.db.begin().await?;
+    let txn = db.begin().await?;
     let existing: HashMap<String, provider_models::Model> = provider_models::Entity::find()
         .filter(provider_models::Column::ProviderId.eq(provider_id))
         .all(&txn)

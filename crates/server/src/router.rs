@@ -13,7 +13,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, comparisons, model_configs, models, ops, prompts, providers},
+    routes::{admin, auth, chat, comparisons, model_configs, models, ops, prompts, providers, training_tasks},
     state::AppState,
 };
 
@@ -59,6 +59,11 @@ pub fn router(state: AppState) -> Router {
         .route("/models/scan", post(models::scan))
         .route("/models/{id}", get(models::get).patch(models::update).delete(models::delete))
         .route("/models/{id}/model-config", post(models::model_config))
+        .route("/training-tasks", get(training_tasks::list).post(training_tasks::create))
+        .route("/training-tasks/{id}", get(training_tasks::get).delete(training_tasks::delete))
+        .route("/training-tasks/{id}/cancel", post(training_tasks::cancel))
+        .route("/training-tasks/{id}/events", get(training_tasks::events))
+        .route("/training-tasks/{id}/log", get(training_tasks::log))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))

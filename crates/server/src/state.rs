@@ -20,4 +20,13 @@ pub struct AppState {
     pub answers: ActiveAnswers,
     /// Loaded local models, shared by every chat and comparison.
     pub engines: Arc<local::Engines>,
+    /// Wakes training workers and task event streams in this process.
+    pub training: crate::training::Hub,
+}
+
+impl AppState {
+    /// `<data_dir>/training/<task id>`: log, metrics, adapter.
+    pub fn training_dir(&self, task_id: i32) -> std::path::PathBuf {
+        crate::training::task_dir(&self.settings.data_dir, task_id)
+    }
 }

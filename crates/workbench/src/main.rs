@@ -46,6 +46,13 @@ enum Command {
     Generate(engine_cmd::GenerateArgs),
     /// Train a LoRA adapter (PEFT format); one JSON line per optimizer step, then a summary line.
     Train(engine_cmd::TrainArgs),
+    /// Run training workers against the configured database (no HTTP); they share the data
+    /// directory with the server. Ctrl-C or SIGTERM stops them.
+    Worker {
+        /// How many tasks to run at once (default: `training.workers`, at least 1).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// The key that encrypts provider API keys at rest.
     Keys {
         #[command(subcommand)]
@@ -133,6 +140,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(settings).await
         }
         Command::Migrate { action } => migrate(settings, action).await,
+        Command::Worker { workers } => {
+            let count = workers.unwrap_or(settings.training.workers).max(1);
+            server::training::run_standalone(settings, count, shutdown_signal()).await
+        }
         Command::User { action: UserAction::Create(args) } => create_user(settings, args).await,
         Command::Keys { action: KeysAction::Rotate } => {
             let report = server::key_rotation::rotate_key_file(&settings).await?;

@@ -8,3 +8,4 @@ pub mod models;
 pub mod ops;
 pub mod prompts;
 pub mod providers;
+pub mod training_tasks;
