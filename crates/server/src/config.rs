@@ -24,6 +24,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub providers: ProviderSettings,
+    pub datasets: DatasetSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +82,19 @@ pub struct ProviderSettings {
     pub encryption_key: Option<SecretString>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetSettings {
+    /// Largest dataset file accepted by an upload, in bytes (answered with 413 beyond it).
+    pub max_upload_bytes: u64,
+}
+
+impl Default for DatasetSettings {
+    fn default() -> Self {
+        Self { max_upload_bytes: 100 * 1024 * 1024 }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -90,6 +104,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             cors: CorsSettings::default(),
             providers: ProviderSettings::default(),
+            datasets: DatasetSettings::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod datasets;
 pub mod error;
 pub mod extract;
 pub mod key_rotation;
@@ -15,6 +16,7 @@ pub mod router;
 pub mod routes;
 pub mod runtime_settings;
 pub mod state;
+pub mod training;
 pub mod users;
 pub mod web;
 
@@ -54,6 +56,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
             .context("building the provider HTTP clients")?,
         http_metrics: Arc::default(),
         answers: chat::ActiveAnswers::default(),
+        tokenizers: datasets::TokenizerCache::default(),
         clock,
         settings: Arc::new(settings),
     };

@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, providers};
+use crate::routes::{admin, auth, chat, comparisons, datasets, model_configs, prompts, providers, training_configs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,10 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, prov
         comparisons::create, comparisons::list, comparisons::get, comparisons::delete, comparisons::rerun, comparisons::export,
         prompts::list_system, prompts::create_system, prompts::get_system, prompts::update_system, prompts::delete_system,
         prompts::list_test, prompts::create_test, prompts::get_test, prompts::update_test, prompts::delete_test,
+        datasets::list, datasets::upload, datasets::import, datasets::get, datasets::update, datasets::delete,
+        datasets::preview, datasets::stats, datasets::download,
+        training_configs::list_presets, training_configs::list, training_configs::create, training_configs::get,
+        training_configs::update, training_configs::delete,
     ),
     components(schemas(chat::MetaEvent, chat::DoneEvent)),
     modifiers(&BearerAuth),
@@ -31,7 +35,9 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, prompts, prov
         (name = "model-configs", description = "Each user's own model parameters"),
         (name = "chat", description = "Playground sessions; answers stream as server-sent events"),
         (name = "comparisons", description = "One input to several models at once, streamed side by side"),
-        (name = "prompts", description = "System prompts and test prompts"))
+        (name = "prompts", description = "System prompts and test prompts"),
+        (name = "datasets", description = "Training datasets: upload (validated), import, preview, statistics, download"),
+        (name = "training", description = "LoRA training configs and presets"))
 )]
 pub struct ApiDoc;
 

@@ -18,4 +18,6 @@ pub struct AppState {
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
     /// Answers streaming now, by session, so a stop request can reach them.
     pub answers: ActiveAnswers,
+    /// Dataset token counters by model file, loaded once.
+    pub tokenizers: crate::datasets::TokenizerCache,
 }

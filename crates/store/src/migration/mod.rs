@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261125_000002_provider_model_availability;
 mod m20261125_000003_chat_library;
+mod m20261125_000005_datasets;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_provider_model_availability::Migration),
             Box::new(m20261125_000003_chat_library::Migration),
+            Box::new(m20261125_000005_datasets::Migration),
         ]
     }
 }

@@ -1,0 +1,2 @@
+//! LoRA training: hyper-parameters (and, beside them, the task queue and worker).
+pub mod params;
