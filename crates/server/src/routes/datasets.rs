@@ -269,7 +269,8 @@ async fn read_form(state: &AppState, mut multipart: Multipart) -> ApiResult<Uplo
     };
     let mut form = UploadForm::default();
     while let Some(mut field) = multipart.next_field().await.map_err(form_error)? {
-        match field.name().unwrap_or_default() {
+        let part = field.name().unwrap_or_default().to_owned();
+        match part.as_str() {
             "file" => {
                 if form.file.is_some() {
                     return Err(ApiError::field("file", "send one file per upload"));
@@ -294,7 +295,9 @@ async fn read_form(state: &AppState, mut multipart: Multipart) -> ApiResult<Uplo
             "description" => form.description = Some(field.text().await.map_err(form_error)?),
             "format" => form.format = Some(field.text().await.map_err(form_error)?),
             // Unknown parts are read and dropped, as browsers may add their own.
-            _ => while field.chunk().await.map_err(form_error)?.is_some() {},
+            _ => {
+                while field.chunk().await.map_err(form_error)?.is_some() {}
+            }
         }
     }
     Ok(form)

@@ -82,7 +82,7 @@ async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<training
 
 #[utoipa::path(get, path = "/api/training-configs/presets", tag = "training", security(("bearer" = [])),
     responses((status = 200, body = Vec<Preset>)))]
-pub async fn list_presets(AuthUser(_): AuthUser) -> Json<Vec<Preset>> {
+pub async fn list_presets(_user: AuthUser) -> Json<Vec<Preset>> {
     Json(presets())
 }
 
