@@ -106,7 +106,7 @@ const MESSAGES_JSONL: &str = r#"{"messages": [{"role": "user", "content": "q1"},
 "#;
 
 /// A UTF-8 BOM, Chinese text, a quoted cell with newlines and commas, and doubled quotes.
-const ALPACA_CSV: &str = "\u{feff}instruction,input,output\n\"把这句话翻译成英文\",\"你好，\n世界\",\"Hello,\nworld\"\nSay \"\"hi\"\",,\"\"\"hi\"\"\"\n";
+const ALPACA_CSV: &str = "\u{feff}instruction,input,output\n\"把这句话翻译成英文\",\"你好，\n世界\",\"Hello,\nworld\"\n\"Say \"\"hi\"\"\",,\"\"\"hi\"\"\"\n";
 
 fn train_records(path: &str) -> Vec<Value> {
     let train = Path::new(path).with_extension("train.jsonl");

@@ -324,6 +324,9 @@ async fn store(
     let (file_guard, train_guard, size) = {
         let final_path = final_path.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            if let Some(dir) = final_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             let file_guard = match source {
                 SourceFile::Upload(temp) => {
                     std::fs::rename(temp.path(), &final_path)?;
