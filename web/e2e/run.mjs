@@ -527,7 +527,10 @@ async function trainingDataFlow() {
     await table.getByText(`e2e dataset ${stamp} tiny.jsonl`).click()
     const drawer = page.locator('[data-testid="dataset-detail"]')
     await drawer.locator('[data-testid="dataset-preview"]').getByText('你好').first().waitFor()
-    await drawer.locator('.el-tabs__item').filter({ hasText: /统计|Statistics/ }).click()
+    await drawer
+      .locator('.el-tabs__item')
+      .filter({ hasText: /统计|Statistics/ })
+      .click()
     await settle()
     const stats = drawer.locator('[data-testid="dataset-stats"]')
     await stats.locator('.el-descriptions').first().waitFor()

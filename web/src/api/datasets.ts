@@ -92,8 +92,7 @@ export const previewDataset = (id: number, offset = 0, limit = 20) =>
   get<DatasetPreview>(`/api/datasets/${id}/preview`, { params: { offset, limit } })
 export const datasetStats = (id: number, modelId?: number) =>
   get<DatasetStats>(`/api/datasets/${id}/stats`, { params: modelId ? { model_id: modelId } : undefined })
-export const downloadDataset = (d: Dataset) =>
-  download(`/api/datasets/${d.id}/download`, `${d.name}.${d.file_type ?? 'json'}`)
+export const downloadDataset = (d: Dataset) => download(`/api/datasets/${d.id}/download`, `${d.name}.${d.file_type ?? 'json'}`)
 export const importDataset = (body: DatasetImportInput) => post<Dataset>('/api/datasets/import', body)
 
 /**

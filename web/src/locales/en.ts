@@ -264,7 +264,8 @@ export default {
     formats: { auto: 'Detect', alpaca: 'Alpaca', sharegpt: 'ShareGPT', messages: 'Messages' },
     file: 'File',
     dropHint: 'Drop a file here or click to choose',
-    fileHint: 'JSON (array), JSON Lines or CSV in UTF-8: alpaca (instruction/input/output), sharegpt (conversations) or messages (role/content)',
+    fileHint:
+      'JSON (array), JSON Lines or CSV in UTF-8: alpaca (instruction/input/output), sharegpt (conversations) or messages (role/content)',
     fileRequired: 'Choose a file',
     badExtension: 'Only .json, .jsonl and .csv files',
     uploaded: '{name}: {count} records',

@@ -266,7 +266,8 @@ const zhCN: typeof en = {
     formats: { auto: '自动识别', alpaca: 'Alpaca', sharegpt: 'ShareGPT', messages: 'Messages' },
     file: '文件',
     dropHint: '拖放文件到此处，或点击选择',
-    fileHint: 'UTF-8 编码的 JSON（数组）、JSON Lines 或 CSV：alpaca（instruction/input/output）、sharegpt（conversations）或 messages（role/content）',
+    fileHint:
+      'UTF-8 编码的 JSON（数组）、JSON Lines 或 CSV：alpaca（instruction/input/output）、sharegpt（conversations）或 messages（role/content）',
     fileRequired: '请选择文件',
     badExtension: '只支持 .json、.jsonl 和 .csv 文件',
     uploaded: '{name}：{count} 条记录',

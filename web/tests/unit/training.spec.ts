@@ -102,7 +102,14 @@ describe('datasets page', () => {
   it('lists datasets and shows preview records', async () => {
     vi.spyOn(datasetsApi, 'listDatasets').mockResolvedValue({ items: [dataset], total: 1, page: 1, page_size: 20 })
     vi.spyOn(datasetsApi, 'previewDataset').mockResolvedValue({
-      items: [{ messages: [{ role: 'user', content: '你好' }, { role: 'assistant', content: 'Hello!' }] }],
+      items: [
+        {
+          messages: [
+            { role: 'user', content: '你好' },
+            { role: 'assistant', content: 'Hello!' },
+          ],
+        },
+      ],
       total: 12,
       offset: 0,
       limit: 10,
@@ -177,7 +184,9 @@ describe('training configs page', () => {
     const create = vi
       .spyOn(configsApi, 'createTrainingConfig')
       .mockRejectedValue(
-        new ApiError(422, 'validation_failed', 'some fields are invalid', { 'params.lora_r': 'must be a whole number from 1 to 256' }),
+        new ApiError(422, 'validation_failed', 'some fields are invalid', {
+          'params.lora_r': 'must be a whole number from 1 to 256',
+        }),
       )
     const w = mountPage(TrainingConfigsView)
     await flushPromises()
@@ -186,7 +195,9 @@ describe('training configs page', () => {
     await flushPromises()
     ;(document.querySelector('[data-testid="preset-quality"]') as HTMLElement).click()
     await flushPromises()
-    const name = document.querySelector('[data-testid="training-config-name"] input, input[data-testid="training-config-name"]') as HTMLInputElement
+    const name = document.querySelector(
+      '[data-testid="training-config-name"] input, input[data-testid="training-config-name"]',
+    ) as HTMLInputElement
     name.value = 'mine'
     name.dispatchEvent(new Event('input'))
     ;(document.querySelector('[data-testid="training-config-submit"]') as HTMLElement).click()
