@@ -299,6 +299,7 @@ export default {
     totalTokens: 'Total tokens',
     tokenLengths: 'Token lengths ({model} tokenizer and chat template)',
     over: 'Longer than:',
+    noTokenizer: 'Token lengths need a base model: register one under Models, or place the reference model in the data directory',
   },
   trainingConfigs: {
     search: 'Search configs',

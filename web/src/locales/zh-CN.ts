@@ -301,6 +301,7 @@ const zhCN: typeof en = {
     totalTokens: 'token 总数',
     tokenLengths: 'token 长度（{model} 的分词器与对话模板）',
     over: '超过：',
+    noTokenizer: '统计 token 长度需要基础模型：请在模型管理中注册，或将参考模型放入数据目录',
   },
   trainingConfigs: {
     search: '搜索配置',

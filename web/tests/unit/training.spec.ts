@@ -135,14 +135,16 @@ describe('datasets page', () => {
     const preview = document.querySelector('[data-testid="dataset-preview"]')
     expect(preview?.textContent).toContain('你好')
     expect(preview?.textContent).toContain('Hello!')
-    expect(document.querySelector('[data-testid="dataset-stats"]')?.textContent).toContain('no base model')
+    expect(document.querySelector('[data-testid="dataset-stats"]')?.textContent).toContain('need a base model')
     w.unmount()
   })
 
   it('an upload refused with a 422 lists every problem and reports progress', async () => {
     vi.spyOn(datasetsApi, 'listDatasets').mockResolvedValue({ items: [], total: 0, page: 1, page_size: 20 })
+    const seen: number[] = []
     const upload = vi.spyOn(datasetsApi, 'uploadDataset').mockImplementation(async (_input, onProgress) => {
       onProgress?.(0.5)
+      seen.push(d.progress.value)
       throw new ApiError(422, 'validation_failed', 'some fields are invalid', {
         'line 57': 'is not valid JSON',
         'line 3: output': 'is missing',
@@ -154,7 +156,8 @@ describe('datasets page', () => {
     expect(d.upload.name).toBe('chat')
     await d.submitUpload()
     expect(upload).toHaveBeenCalledOnce()
-    expect(d.progress.value).toBe(50)
+    expect(seen).toEqual([50])
+    expect(d.progress.value).toBe(100)
     expect(d.problems.value.map((p) => p.record)).toEqual(['line 3', 'line 57'])
     expect(d.uploadOpen.value).toBe(true)
 

@@ -97,6 +97,8 @@ export function useDatasets() {
       uploadOpen.value = false
       await list.search()
     } catch (err) {
+      // The file did arrive when the server answered; only a network failure stops short.
+      if (err instanceof ApiError && err.status > 0) progress.value = 100
       if (err instanceof ApiError && err.status === 422) {
         const split = splitUploadErrors(err.fields)
         formErrors.value = split.form
