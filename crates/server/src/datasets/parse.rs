@@ -459,6 +459,47 @@ mod tests {
         assert_eq!(p[0].0, "line 2: instruction");
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any alpaca records, whatever their text (quotes, commas, newlines, BOM-like and CJK
+        /// characters), read back the same from JSON Lines, a JSON array and CSV.
+        #[test]
+        fn every_layout_reads_the_same_records(
+            records in proptest::collection::vec(
+                ("[^\u{0}]{1,40}", "[^\u{0}]{0,20}", "[^\u{0}]{1,40}")
+                    .prop_filter("non-blank", |(i, _, o)| !i.trim().is_empty() && !o.trim().is_empty()),
+                1..8,
+            )
+        ) {
+            let values: Vec<Value> = records
+                .iter()
+                .map(|(i, x, o)| serde_json::json!({"instruction": i, "input": x, "output": o}))
+                .collect();
+            let want: Vec<TrainingExample> =
+                values.iter().map(|v| engine::check_record(v, None).unwrap().1).collect();
+
+            let lines: String = values.iter().map(|v| format!("{v}\n")).collect();
+            let array = serde_json::to_string_pretty(&values).unwrap();
+            let mut csv_out = csv::Writer::from_writer(Vec::new());
+            csv_out.write_record(["instruction", "input", "output"]).unwrap();
+            for (i, x, o) in &records {
+                csv_out.write_record([i, x, o]).unwrap();
+            }
+            let csv_bytes = csv_out.into_inner().unwrap();
+
+            for (kind, bytes) in [
+                (FileKind::JsonLines, lines.into_bytes()),
+                (FileKind::Json, array.into_bytes()),
+                (FileKind::Csv, csv_bytes),
+            ] {
+                let (_, parsed) = parse(&bytes, Some(kind), None).map_err(|p| TestCaseError::fail(format!("{kind:?}: {:?}", p.shown)))?;
+                prop_assert_eq!(parsed.format, DatasetFormat::Alpaca);
+                prop_assert_eq!(&parsed.examples, &want, "{:?}", kind);
+            }
+        }
+    }
+
     #[test]
     fn problems_are_capped_but_counted() {
         let text = "{\"x\": 1}\n".repeat(80);

@@ -157,7 +157,10 @@ impl CachedStats {
 /// Token counters loaded from GGUF files, kept while the file is unchanged: loading one reads
 /// and indexes the whole vocabulary.
 #[derive(Clone, Default)]
-pub struct TokenizerCache(Arc<Mutex<HashMap<PathBuf, (Option<SystemTime>, Arc<TokenCounter>)>>>);
+pub struct TokenizerCache(Arc<Mutex<HashMap<PathBuf, CachedCounter>>>);
+
+/// A counter and the modification time of the file it was loaded from.
+type CachedCounter = (Option<SystemTime>, Arc<TokenCounter>);
 
 impl TokenizerCache {
     /// Blocking: call from `spawn_blocking`.
