@@ -207,7 +207,9 @@ async fn invalid_files_are_named_and_store_nothing(app: TestApp) {
     assert_eq!(problem_keys(&res), ["line 57"]);
     assert!(res.json["error"]["fields"]["line 57"].as_str().unwrap().contains("not valid JSON"), "{}", res.body);
 
-    let cases: Vec<(&str, &[u8], Option<&str>, Vec<&str>, &str)> = vec![
+    // (file name, contents, chosen format, the 422's field keys, part of the first reason)
+    type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         // Missing field.
         ("missing.jsonl", b"{\"instruction\": \"q\", \"output\": \"a\"}\n{\"instruction\": \"q\"}\n", Some("alpaca"), vec!["line 2: output"], "missing"),
         // Wrong type.
