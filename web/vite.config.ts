@@ -28,6 +28,8 @@ export default defineConfig({
         manualChunks(id) {
           if (id.includes('node_modules/element-plus') || id.includes('node_modules/@element-plus')) return 'element-plus'
           if (id.includes('node_modules/highlight.js')) return 'highlight'
+          // Charts only load with the training pages that draw them.
+          if (/node_modules\/(echarts|zrender|vue-echarts)\//.test(id)) return 'echarts'
           if (id.includes('node_modules/')) return 'vendor'
         },
       },
