@@ -28,7 +28,7 @@ export default defineConfig({
         manualChunks(id) {
           if (id.includes('node_modules/element-plus') || id.includes('node_modules/@element-plus')) return 'element-plus'
           if (id.includes('node_modules/highlight.js')) return 'highlight'
-          // Only the training task page draws charts: ECharts stays in its own lazily loaded chunk.
+          // Charts only load with the training pages that draw them.
           if (/node_modules\/(echarts|zrender|vue-echarts)\//.test(id)) return 'echarts'
           if (id.includes('node_modules/')) return 'vendor'
         },

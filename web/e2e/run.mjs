@@ -53,6 +53,8 @@ const PAGES = [
   ['/system-prompts', 'system-prompts', '/api/system-prompts'],
   ['/test-prompts', 'test-prompts', '/api/test-prompts'],
   ['/model-configs', 'model-configs', '/api/model-configs'],
+  ['/datasets', 'datasets', '/api/datasets'],
+  ['/training-configs', 'training-configs', '/api/training-configs'],
   ['/providers', 'providers', '/api/providers'],
   ['/admin/users', 'admin-users', '/api/admin/users'],
   ['/admin/settings', 'admin-settings', '/api/admin/settings'],
@@ -286,6 +288,9 @@ async function main() {
     if (serves('/api/system-prompts') && serves('/api/test-prompts')) await promptFlow()
     else log('  skip prompt libraries: the server does not offer /api/system-prompts yet')
 
+    if (serves('/api/datasets') && serves('/api/training-configs')) await trainingDataFlow()
+    else log('  skip datasets and training configs: the server does not offer /api/datasets yet')
+
     if (PROVIDER_URL) await modelFlow()
     else log('  skip model flow (set E2E_PROVIDER_URL to run it)')
 
@@ -504,6 +509,74 @@ async function promptFlow() {
     await page.locator('[data-testid="test-prompts-table"]').getByText(`e2e question ${stamp}`).waitFor()
   })
   return stamp
+}
+
+/** Uploads a small dataset (preview, statistics), a bad one (problems listed), and creates a training config. */
+async function trainingDataFlow() {
+  const stamp = Date.now()
+  const records = [
+    { instruction: '把这句话翻译成英文：你好', output: 'Hello' },
+    { instruction: 'Name a prime number', input: '', output: '7' },
+    { conversations: null },
+  ]
+  const good = records
+    .slice(0, 2)
+    .map((r) => JSON.stringify(r))
+    .join('\n')
+  const upload = async (name, contents) => {
+    await page.locator('[data-testid="dataset-upload"]').click()
+    await page
+      .locator('[data-testid="dataset-file"] input[type="file"]')
+      .setInputFiles({ name, mimeType: 'application/jsonl', buffer: Buffer.from(contents) })
+    await field('dataset-name').fill(`e2e dataset ${stamp} ${name}`)
+    await page.locator('[data-testid="dataset-submit"]').click()
+  }
+  await step('datasets: upload a small file, see its preview and statistics', async () => {
+    await page.setViewportSize(DESKTOP)
+    await page.goto(`${BASE}/datasets`)
+    await settle()
+    await upload('tiny.jsonl', `${good}\n`)
+    await page.locator('.el-message--success').first().waitFor()
+    const table = page.locator('[data-testid="datasets-table"]')
+    await table.getByText(`e2e dataset ${stamp} tiny.jsonl`).click()
+    const drawer = page.locator('[data-testid="dataset-detail"]')
+    await drawer.locator('[data-testid="dataset-preview"]').getByText('你好').first().waitFor()
+    await drawer
+      .locator('.el-tabs__item')
+      .filter({ hasText: /统计|Statistics/ })
+      .click()
+    await settle()
+    const stats = drawer.locator('[data-testid="dataset-stats"]')
+    await stats.locator('.el-descriptions').first().waitFor()
+    // With a base model on the server, the token histogram is drawn.
+    if ((await stats.locator('[data-testid="token-histogram"]').count()) > 0) {
+      await stats.locator('[data-testid="token-histogram"] canvas').first().waitFor()
+    }
+    await shot('dataset-stats', DESKTOP)
+    await page.keyboard.press('Escape')
+  })
+  await step('datasets: a bad file lists its problems by line and field, and is not stored', async () => {
+    await page.goto(`${BASE}/datasets`)
+    await settle()
+    await upload('bad.jsonl', `${good}\n${JSON.stringify(records[2])}\n{oops\n`)
+    const problems = page.locator('[data-testid="dataset-problems"]')
+    await problems.getByText('line 3').first().waitFor()
+    await problems.getByText('line 4').first().waitFor()
+    await shot('dataset-problems', DESKTOP)
+    await page.locator('.el-dialog:visible .el-dialog__footer .el-button').first().click()
+    const rows = await page.locator('[data-testid="datasets-table"]').getByText(`e2e dataset ${stamp} bad.jsonl`).count()
+    assert(rows === 0, 'the refused file was listed')
+  })
+  await step('training configs: create one from a preset', async () => {
+    await page.goto(`${BASE}/training-configs`)
+    await settle()
+    await page.locator('[data-testid="training-config-create"]').click()
+    await page.locator('[data-testid="preset-balanced"]').click()
+    await field('training-config-name').fill(`e2e config ${stamp}`)
+    await page.locator('[data-testid="training-config-submit"]').click()
+    await page.locator('.el-message--success').first().waitFor()
+    await page.locator('[data-testid="training-configs-table"]').getByText(`e2e config ${stamp}`).waitFor()
+  })
 }
 
 /** Picks an option of the open Element Plus select popper by its text. */

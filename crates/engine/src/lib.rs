@@ -16,6 +16,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod generate;
 pub mod lora;
@@ -31,6 +32,7 @@ use std::sync::atomic::AtomicBool;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use config::ModelConfig;
+pub use dataset::{RecordError, TokenCounter, check_record};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, Generation, GenerationParams, generate};
 pub use lora::{AdapterConfig, load_adapter, save_adapter};

@@ -26,6 +26,7 @@ pub struct Settings {
     pub providers: ProviderSettings,
     pub engine: EngineSettings,
     pub training: crate::training::TrainingSettings,
+    pub datasets: DatasetSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +103,19 @@ impl Default for EngineSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetSettings {
+    /// Largest dataset file accepted by an upload, in bytes (answered with 413 beyond it).
+    pub max_upload_bytes: u64,
+}
+
+impl Default for DatasetSettings {
+    fn default() -> Self {
+        Self { max_upload_bytes: 100 * 1024 * 1024 }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -113,6 +127,7 @@ impl Default for Settings {
             providers: ProviderSettings::default(),
             engine: EngineSettings::default(),
             training: crate::training::TrainingSettings::default(),
+            datasets: DatasetSettings::default(),
         }
     }
 }

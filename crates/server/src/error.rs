@@ -28,6 +28,9 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("request body too large")]
     PayloadTooLarge,
+    /// An upload over a configured limit, with a message that names the limit.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("validation failed")]
@@ -87,6 +90,7 @@ impl ApiError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large".into())
             }
+            Self::TooLarge { code, message } => (StatusCode::PAYLOAD_TOO_LARGE, code, message.clone()),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod datasets;
 pub mod error;
 pub mod extract;
 pub mod key_rotation;
@@ -62,6 +63,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
             settings.engine.default_max_tokens,
         )),
         training: training::Hub::default(),
+        tokenizers: datasets::TokenizerCache::default(),
         clock,
         settings: Arc::new(settings),
     };

@@ -6,7 +6,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, auth, chat, comparisons, model_configs, models, prompts, providers, training_tasks};
+use crate::routes::{
+    admin, auth, chat, comparisons, datasets, model_configs, models, prompts, providers, training_configs, training_tasks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +28,10 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, models, promp
         models::list, models::get, models::create, models::update, models::delete, models::scan, models::model_config,
         training_tasks::list, training_tasks::create, training_tasks::get, training_tasks::delete,
         training_tasks::cancel, training_tasks::events, training_tasks::log,
+        datasets::list, datasets::upload, datasets::import, datasets::get, datasets::update, datasets::delete,
+        datasets::preview, datasets::stats, datasets::download,
+        training_configs::list_presets, training_configs::list, training_configs::create, training_configs::get,
+        training_configs::update, training_configs::delete,
     ),
     components(schemas(chat::MetaEvent, chat::DoneEvent, crate::training::events::StepMetrics)),
     modifiers(&BearerAuth),
@@ -35,7 +41,8 @@ use crate::routes::{admin, auth, chat, comparisons, model_configs, models, promp
         (name = "chat", description = "Playground sessions; answers stream as server-sent events"),
         (name = "comparisons", description = "One input to several models at once, streamed side by side"),
         (name = "prompts", description = "System prompts and test prompts"),
-        (name = "training", description = "LoRA training tasks: queue, cancel, live progress (server-sent events), log"))
+        (name = "datasets", description = "Training datasets: upload (validated), import, preview, statistics, download"),
+        (name = "training", description = "LoRA training configs and presets; training tasks: queue, cancel, live progress (server-sent events), log"))
 )]
 pub struct ApiDoc;
 

@@ -13,7 +13,10 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    routes::{admin, auth, chat, comparisons, model_configs, models, ops, prompts, providers, training_tasks},
+    routes::{
+        admin, auth, chat, comparisons, datasets, model_configs, models, ops, prompts, providers, training_configs,
+        training_tasks,
+    },
     state::AppState,
 };
 
@@ -64,6 +67,22 @@ pub fn router(state: AppState) -> Router {
         .route("/training-tasks/{id}/cancel", post(training_tasks::cancel))
         .route("/training-tasks/{id}/events", get(training_tasks::events))
         .route("/training-tasks/{id}/log", get(training_tasks::log))
+        // Uploads carry their own limit (datasets.max_upload_bytes), checked while streaming.
+        .route(
+            "/datasets",
+            get(datasets::list).post(datasets::upload).layer(DefaultBodyLimit::max(dataset_body_limit(&state))),
+        )
+        .route("/datasets/import", post(datasets::import))
+        .route("/datasets/{id}", get(datasets::get).patch(datasets::update).delete(datasets::delete))
+        .route("/datasets/{id}/preview", get(datasets::preview))
+        .route("/datasets/{id}/stats", get(datasets::stats))
+        .route("/datasets/{id}/download", get(datasets::download))
+        .route("/training-configs", get(training_configs::list).post(training_configs::create))
+        .route("/training-configs/presets", get(training_configs::list_presets))
+        .route(
+            "/training-configs/{id}",
+            get(training_configs::get).patch(training_configs::update).delete(training_configs::delete),
+        )
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs_page))
         .route("/docs/init.js", get(ops::docs_init))
@@ -90,6 +109,12 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The dataset limit plus room for the form around the file, so that the streaming check (with
+/// its clear message) is what answers first.
+fn dataset_body_limit(state: &AppState) -> usize {
+    usize::try_from(state.settings.datasets.max_upload_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

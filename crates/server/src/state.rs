@@ -22,6 +22,8 @@ pub struct AppState {
     pub engines: Arc<local::Engines>,
     /// Wakes training workers and task event streams in this process.
     pub training: crate::training::Hub,
+    /// Dataset token counters by model file, loaded once.
+    pub tokenizers: crate::datasets::TokenizerCache,
 }
 
 impl AppState {

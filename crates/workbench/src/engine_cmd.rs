@@ -233,3 +233,47 @@ pub async fn train_cancellable(args: TrainArgs) -> anyhow::Result<()> {
     watcher.abort();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use server::training::params::{TrainingParams, presets};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    /// The server's training configs become exactly these flags: every field must parse here
+    /// and arrive with its value.
+    #[test]
+    fn training_params_map_onto_train_flags() {
+        let mut all = presets().into_iter().map(|p| p.params).collect::<Vec<_>>();
+        all.push(TrainingParams { rslora: true, scheduler: "linear".into(), seed: (1 << 53) - 1, ..Default::default() });
+        for params in all {
+            let mut argv = vec!["train".to_owned(), "--model=m.gguf".into(), "--data=d.jsonl".into(), "--out=o".into()];
+            argv.extend(params.to_trainer_args(100));
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let a = cli.train;
+            assert_eq!(a.epochs, params.epochs as usize);
+            assert_eq!(a.lr, params.learning_rate);
+            assert_eq!((a.batch_size, a.grad_accum), (params.batch_size as usize, params.gradient_accumulation as usize));
+            assert_eq!(a.max_seq_len, params.max_seq_length as usize);
+            assert_eq!((a.lora_r, a.lora_alpha), (params.lora_r as usize, params.lora_alpha));
+            assert_eq!(a.lora_dropout as f64, (params.lora_dropout as f32) as f64);
+            let targets: Vec<&str> = a.targets.iter().map(|p| p.hf_name()).collect();
+            assert_eq!(targets, params.target_modules);
+            assert_eq!(a.warmup_steps as u64, params.warmup_steps_for(100));
+            let schedule = match a.schedule {
+                Schedule::Cosine => "cosine",
+                Schedule::Linear => "linear",
+                Schedule::Constant => "constant",
+            };
+            assert_eq!(schedule, params.scheduler);
+            assert_eq!((a.weight_decay, a.max_grad_norm, a.seed), (params.weight_decay, params.max_grad_norm, params.seed));
+            assert_eq!(a.rslora, params.rslora);
+        }
+    }
+}

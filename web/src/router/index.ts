@@ -61,6 +61,18 @@ export const appRoutes: RouteRecordRaw[] = [
     meta: { title: 'menu.testPrompts', area: 'chat', icon: 'Document' },
   },
   {
+    path: 'datasets',
+    name: 'datasets',
+    component: () => import('@/views/training/DatasetsView.vue'),
+    meta: { title: 'menu.datasets', area: 'training', icon: 'Files' },
+  },
+  {
+    path: 'training-configs',
+    name: 'training-configs',
+    component: () => import('@/views/training/TrainingConfigsView.vue'),
+    meta: { title: 'menu.trainingConfigs', area: 'training', icon: 'Tools' },
+  },
+  {
     path: 'admin/users',
     name: 'admin-users',
     component: () => import('@/views/system/UsersView.vue'),

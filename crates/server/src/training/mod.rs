@@ -8,9 +8,9 @@
 //! `metrics.jsonl` (both under `<data_dir>/training/<task id>/`). The in-process [`Hub`] only makes
 //! the server's own workers' news arrive at once; news from other processes arrive by polling.
 pub mod events;
+pub mod params;
 pub mod queue;
 pub mod swanlab;
-pub mod trainer_args;
 pub mod worker;
 
 use std::{

@@ -20,7 +20,6 @@ use super::{
     CANCELLED, COMPLETED, FAILED, RUNNING, Runtime, adapter_path,
     events::{StepMetrics, TaskFiles, TrainerStep},
     log_path, queue, swanlab,
-    trainer_args::trainer_flags,
 };
 use store::entities::{datasets, models, training_configs, training_tasks};
 
@@ -62,7 +61,6 @@ struct Plan {
     data: PathBuf,
     config: Value,
     flags: Vec<String>,
-    warnings: Vec<String>,
 }
 
 async fn plan(rt: &Runtime, task: &training_tasks::Model) -> anyhow::Result<Plan> {
@@ -89,13 +87,19 @@ async fn plan(rt: &Runtime, task: &training_tasks::Model) -> anyhow::Result<Plan
     }
     .context("the training config was deleted")?
     .config_data;
-    let (flags, warnings) = trainer_flags(&config, records);
-    Ok(Plan { model, data, config, flags, warnings })
+    // The configs API validated these; a row that no longer passes (edited by hand, written by
+    // an older version) fails the task with the reasons rather than training on guesses.
+    let params = super::params::TrainingParams::from_stored(&config).map_err(|fields| {
+        let why: Vec<String> = fields.iter().map(|(field, reason)| format!("{field}: {reason}")).collect();
+        anyhow::anyhow!("the training config is not valid: {}", why.join("; "))
+    })?;
+    let flags = params.to_trainer_args(records as u64);
+    Ok(Plan { model, data, config, flags })
 }
 
 /// The normalized messages JSONL the datasets API writes beside every upload.
 pub fn dataset_training_file(dataset: &datasets::Model) -> PathBuf {
-    Path::new(&dataset.file_path).with_extension("train.jsonl")
+    crate::datasets::train_file(&dataset.file_path)
 }
 
 /// How the trainer's run ended.
@@ -145,9 +149,6 @@ async fn run_task(rt: &Runtime, worker: &str, task: training_tasks::Model, stop:
             return;
         }
     };
-    for warning in &plan.warnings {
-        files.line(&format!("warning: {warning}")).await;
-    }
     let mut sidecar = swanlab::start(rt, &task, &dir, &plan.config, &files).await;
     if let Some(s) = &sidecar {
         let _ = training_tasks::Entity::update_many()

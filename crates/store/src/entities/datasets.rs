@@ -13,6 +13,12 @@ pub struct Model {
     pub format_type: Option<String>,
     pub uploaded_by: Option<i32>,
     pub created_at: DateTimeUtc,
+    pub record_count: Option<i32>,
+    /// The client's file name, for display and downloads only.
+    pub original_filename: Option<String>,
+    /// Cached statistics (JSON), see the server's dataset module.
+    pub stats: Option<String>,
+    pub updated_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
