@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
@@ -593,8 +593,8 @@ impl Llama {
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
                 Mode::Train => (
-                    candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
+                    q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                    k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
                 ),
             };
             let (k, v) = match cache.as_mut() {
@@ -624,7 +624,7 @@ impl Llama {
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, mode: Mode) -> candle_core::Result<Tensor> {
     match mode {
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps),
-        Mode::Train => candle_nn::ops::rms_norm_slow(x, w, eps),
+        Mode::Train => x.contiguous()?.apply_op2(w, crate::train_ops::RmsNorm { eps: eps as f64 }),
     }
 }
 
@@ -645,7 +645,7 @@ fn attention(
     }
     let probs = match mode {
         Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-        Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        Mode::Train => scores.contiguous()?.apply_op1(crate::train_ops::SoftmaxLastDim)?,
     };
 
     probs.matmul(&v.contiguous()?)
