@@ -1,3 +1,9 @@
+"""llama.cpp's own logits after the fixture prompts against the fixture (top-50, max |diff|), with
+flash attention off (how the fixture was made) and on, 2 and 1 threads. Shows how far a different
+but legitimate llama.cpp numerics path lands (run with the llama-cpp-python venv):
+
+    python bench/engine/lcpp_vs_fixture.py MODEL.gguf ../shared/fixtures/reference
+"""
 import json, sys
 import numpy as np
 from llama_cpp import Llama
