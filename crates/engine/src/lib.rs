@@ -18,6 +18,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
+mod ggml;
 pub mod lora;
 pub mod model;
 mod kernels;
