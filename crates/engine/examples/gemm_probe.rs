@@ -10,6 +10,8 @@ fn cpu_s() -> f64 {
 
 fn main() {
     let threads: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(1);
+    let colmajor_rhs = std::env::var_os("COLMAJOR_RHS").is_some();
+    let dst_t = std::env::var_os("DST_T").is_some();
     for (m, n, k) in [(512usize, 1536usize, 576usize), (512, 576, 1536), (512, 576, 576), (512, 49152, 576), (512, 576, 49152)] {
         let a = vec![1.0f32; m * k];
         let b = vec![0.5f32; k * n];
@@ -19,7 +21,9 @@ fn main() {
         let (t, c0) = (Instant::now(), cpu_s());
         for _ in 0..reps {
             unsafe {
-                gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, par);
+                let (rcs, rrs) = if colmajor_rhs { (k as isize, 1) } else { (1, n as isize) };
+                let (dcs, drs) = if dst_t { (m as isize, 1) } else { (1, n as isize) };
+                gemm::gemm(m, n, k, c.as_mut_ptr(), dcs, drs, false, a.as_ptr(), 1, k as isize, b.as_ptr(), rcs, rrs, 0.0, 1.0, false, false, false, par);
             }
         }
         let flop = 2.0 * (m * n * k * reps) as f64;
