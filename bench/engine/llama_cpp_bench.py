@@ -12,7 +12,7 @@ model_path, threads = sys.argv[1], int(sys.argv[2])
 llm = Llama(model_path=model_path, n_threads=threads, n_threads_batch=threads, n_ctx=512,
             n_batch=512, verbose=False)
 text = ("The history of the printing press begins in the fifteenth century, when movable type "
-        "changed how books were made and how knowledge spread across Europe. ") * 4
+        "changed how books were made and how knowledge spread across Europe. ") * 6
 prompt = llm.tokenize(text.encode(), add_bos=False, special=False)[:128]
 
 llm.reset()

@@ -4,7 +4,7 @@
 #
 #   bench/engine/run.sh [--torch] [--smoke]
 #
-# llama-cpp-python is built from source into bench/.venv-llamacpp (minutes, once). With --torch,
+# llama-cpp-python is built from source into ${LLAMACPP_VENV:-bench/.venv-llamacpp} (minutes, once). With --torch,
 # PyTorch + transformers + peft + gguf go into ${TORCH_VENV:-$HOME/.cache/workbench/venv-torch}
 # (several GB; kept outside the repository). --smoke runs only the engine side, briefly (CI).
 set -euo pipefail
@@ -26,7 +26,9 @@ model="$(pwd)/${WORKBENCH_DATA_DIR:-./data}/models/SmolLM2-135M-Instruct.Q4_1.gg
 out="bench/results"
 mkdir -p "$out"
 
-# The dev profile optimises every crate (see Cargo.toml), so it shares the test build.
+# The dev profile optimises every crate (see Cargo.toml), so it shares the test build; building
+# the whole workspace keeps the feature resolution of that build (`-p engine` would recompile
+# dependencies).
 train_steps=3
 [[ $smoke == 1 ]] && train_steps=1
 # The reference PEFT adapter, when shared fixtures are next to the repository, measures the cost
@@ -35,11 +37,12 @@ adapter="$(pwd)/../shared/fixtures/reference/peft/adapter"
 [[ -f "$adapter/adapter_config.json" ]] && export BENCH_ADAPTER="$adapter"
 # Matmuls and the engine's kernels run on rayon's $threads threads; candle's separate element-wise
 # pool (CANDLE_NUM_THREADS) would spin against them on few cores, as the workbench binary avoids too.
+cargo build -q --workspace --all-targets
 CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS="$threads" \
-    cargo run -q -p engine --example bench -- "$model" "$train_steps" | tee "$out/engine.json"
+    "${CARGO_TARGET_DIR:-target}/debug/examples/bench" "$model" "$train_steps" | tee "$out/engine.json"
 [[ $smoke == 1 ]] && exit 0
 
-venv=bench/.venv-llamacpp
+venv="${LLAMACPP_VENV:-bench/.venv-llamacpp}"
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
     CMAKE_BUILD_PARALLEL_LEVEL="$threads" "$venv/bin/pip" install --quiet "llama-cpp-python==0.3.36"
@@ -64,6 +67,8 @@ rows = [("decode tokens/s", ours["decode_tokens_per_s"], lcpp and lcpp["decode_t
         ("prompt tokens/s", ours["prompt_tokens_per_s"], lcpp and lcpp["prompt_tokens_per_s"], 0.8)]
 if torch:
     rows.append(("train tokens/s", ours["train_tokens_per_s"], torch["train_tokens_per_s"], 1.0))
+    if ours.get("train_tokens_per_cpu_s") and torch.get("train_tokens_per_cpu_s"):
+        rows.append(("train tokens per CPU-s", ours["train_tokens_per_cpu_s"], torch["train_tokens_per_cpu_s"], 1.0))
     rows.append(("train peak RSS MB (lower is better)", ours["peak_rss_mb"], torch["peak_rss_mb"], None))
 for name, a, b, target in rows:
     ratio = a / b if b else float("nan")

@@ -161,6 +161,10 @@ fn select_kernel(q8_0: bool) -> DotFn {
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
+            if !q8_0 && vnni() {
+                // SAFETY: only reached when the features it needs are present.
+                return |w, a| unsafe { vec_dot_vnni(w, a) };
+            }
             // SAFETY (both): only reached when the features they need are present.
             return if q8_0 {
                 |w, a| unsafe { vec_dot_q8_0_avx2(w, a) }
@@ -170,6 +174,13 @@ fn select_kernel(q8_0: bool) -> DotFn {
         }
     }
     if q8_0 { vec_dot_q8_0_scalar } else { vec_dot_scalar }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    std::env::var_os("ENGINE_NO_VNNI").is_none()
+        && std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx512vl")
 }
 
 type Dot4Fn = fn(&[u8], [&[BlockQ8_1]; 4]) -> [f32; 4];
@@ -182,41 +193,16 @@ fn select_kernel4(q8_0: bool) -> Option<Dot4Fn> {
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: only reached when the features it needs are present.
-            return Some(|w, a| unsafe { vec_dot4_avx2(w, a) });
+            // SAFETY (both): only reached when the features they need are present.
+            return Some(if vnni() {
+                |w, a| unsafe { vec_dot4_vnni(w, a) }
+            } else {
+                |w, a| unsafe { vec_dot4_avx2(w, a) }
+            });
         }
     }
     let _ = q8_0;
     None
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot4_avx2(w: &[u8], acts: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut summs = [0f32; 4];
-    let low_mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    for (b, wb) in w.chunks_exact(Q4_1_BYTES).enumerate() {
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-        let d = _mm_cvtss_f32(dm);
-        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        // SAFETY: a block holds 16 packed bytes after its scales.
-        let packed = unsafe { _mm_loadu_si128(wb[4..].as_ptr() as *const __m128i) };
-        let nibbles =
-            _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
-        let qx = _mm256_and_si256(nibbles, low_mask);
-        for r in 0..4 {
-            let a = &acts[r][b];
-            summs[r] += m * a.s;
-            let d0d1 = _mm256_set1_ps(d * a.d);
-            let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
-            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
-            acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc[r]);
-        }
-    }
-    [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
 }
 
 #[cfg(test)]
@@ -290,36 +276,94 @@ fn vec_dot_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     sumf + summs
 }
 
+/// Q4_1 × Q8_1 kernels, generated once with AVX2's two-step u8×i8 multiply-add and once with
+/// AVX-512 VNNI's one-step `vpdpbusd`: the integer sums are identical (no 16-bit saturation is
+/// possible with 4-bit weights), so both give bit-identical results.
+macro_rules! q4_1_kernels {
+    ($features:literal, $sum:path, $one:ident, $four:ident) => {
+        q4_1_kernels!(@four $features, $sum, $four);
+        q4_1_kernels!(@one $features, $sum, $one);
+    };
+    (@four $features:literal, $sum:path, $name:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &[u8], acts: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            let low_mask = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            for (b, wb) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
+                let d = _mm_cvtss_f32(dm);
+                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                // SAFETY: a block holds 16 packed bytes after its scales.
+                let packed = unsafe { _mm_loadu_si128(wb[4..].as_ptr() as *const __m128i) };
+                let nibbles =
+                    _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+                let qx = _mm256_and_si256(nibbles, low_mask);
+                for r in 0..4 {
+                    let a = &acts[r][b];
+                    summs[r] += m * a.s;
+                    let d0d1 = _mm256_set1_ps(d * a.d);
+                    let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+                    let sums = $sum(qx, qy, ones);
+                    acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc[r]);
+                }
+            }
+            [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
+        }
+    };
+    (@one $features:literal, $sum:path, $name:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            let low_mask = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            for (wb, a) in w.chunks_exact(Q4_1_BYTES).zip(acts) {
+                // d and m are adjacent f16s: one F16C conversion for both.
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
+                let d = _mm_cvtss_f32(dm);
+                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                let qs = &wb[4..Q4_1_BYTES];
+                summs += m * a.s;
+                let d0d1 = _mm256_set1_ps(d * a.d);
+                // SAFETY: qs has 16 bytes, a.qs 32.
+                let packed = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+                let nibbles = _mm256_insertf128_si256(
+                    _mm256_castsi128_si256(packed),
+                    _mm_srli_epi16(packed, 4),
+                    1,
+                );
+                let qx = _mm256_and_si256(nibbles, low_mask);
+                let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+                let sums = $sum(qx, qy, ones);
+                acc = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc);
+            }
+            hsum(acc) + summs
+        }
+    };
+}
+
+q4_1_kernels!("avx2,fma,f16c", sum_u8_i8_avx2, vec_dot_avx2, vec_dot4_avx2);
+q4_1_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", sum_u8_i8_vnni, vec_dot_vnni, vec_dot4_vnni);
+
+/// Per 32-bit lane, the sum of four u8×i8 products.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
+#[target_feature(enable = "avx2")]
+fn sum_u8_i8_avx2(x: std::arch::x86_64::__m256i, y: std::arch::x86_64::__m256i, ones: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
-    let low_mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    for (wb, a) in w.chunks_exact(Q4_1_BYTES).zip(acts) {
-        // d and m are adjacent f16s: one F16C conversion for both.
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-        let d = _mm_cvtss_f32(dm);
-        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        let qs = &wb[4..Q4_1_BYTES];
-        summs += m * a.s;
-        let d0d1 = _mm256_set1_ps(d * a.d);
-        // SAFETY: qs has 16 bytes, a.qs 32.
-        let packed = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
-        let nibbles = _mm256_insertf128_si256(
-            _mm256_castsi128_si256(packed),
-            _mm_srli_epi16(packed, 4),
-            1,
-        );
-        let qx = _mm256_and_si256(nibbles, low_mask);
-        let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
-        let pairs = _mm256_maddubs_epi16(qx, qy);
-        let sums = _mm256_madd_epi16(pairs, ones);
-        acc = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc);
-    }
-    hsum(acc) + summs
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+fn sum_u8_i8_vnni(x: std::arch::x86_64::__m256i, y: std::arch::x86_64::__m256i, _ones: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
 }
 
 #[cfg(test)]
@@ -367,6 +411,12 @@ mod tests {
             let a = vec_dot(row, &acts[..k / QK]);
             let b = vec_dot_scalar(row, &acts[..k / QK]);
             assert!((a - b).abs() < 1e-4 * b.abs().max(1.0));
+            #[cfg(target_arch = "x86_64")]
+            if vnni() && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+                // SAFETY: the features both kernels need are present.
+                let (plain, fused) = unsafe { (vec_dot_avx2(row, &acts[..k / QK]), vec_dot_vnni(row, &acts[..k / QK])) };
+                assert_eq!(plain.to_bits(), fused.to_bits(), "VNNI and AVX2 kernels must agree exactly");
+            }
             // The batched kernel must give exactly the one-row result for every row.
             let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
             for i in 0..m {

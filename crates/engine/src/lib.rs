@@ -4,9 +4,11 @@
 //! [`Model`] bundles what a caller needs; the modules expose the parts for finer control.
 //!
 //! Numerics, and why there are two weight formats:
-//! - [`WeightFormat::Quantized`] (generation default) keeps GGUF weights quantized and multiplies
-//!   them by activations quantized to 8 bits with llama.cpp's rounding, so greedy output follows
-//!   llama.cpp token for token until a near-tie.
+//! - [`WeightFormat::Quantized`] (generation default) keeps GGUF weights quantized, multiplies
+//!   them by activations quantized to 8 bits with llama.cpp's rounding, and computes norms,
+//!   rotary embeddings, attention and SwiGLU with llama.cpp's f16 conversions and summation
+//!   orders (`ggml.rs`): logits equal llama.cpp's (x86-64 CPU build) bit for bit, and so do
+//!   greedy outputs.
 //! - [`WeightFormat::F32`] dequantizes once and computes in f32: what PyTorch + PEFT compute on
 //!   the same file (logits agree to ~1e-4), and what the LoRA trainer differentiates through.
 //! - A LoRA adapter runs unmerged beside quantized weights (requantizing would drown a small
@@ -19,6 +21,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod generate;
+mod ggml;
 pub mod lora;
 pub mod model;
 mod kernels;

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
@@ -332,7 +332,7 @@ impl Llama {
                 ffn_norm: tensor(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(&dev)?,
             });
         }
-        let (cos, sin) = rope_tables(&config)?;
+        let (cos, sin) = rope_tables(&config, format == WeightFormat::Quantized)?;
         let model = Self { config, format, embedding, blocks, norm, output, cos, sin };
         model.check_shapes()?;
         Ok((model, content))
@@ -382,7 +382,7 @@ impl Llama {
         }
         let embedding = rand((config.vocab_size, h), 1.0)?;
         let output = dense(embedding.clone());
-        let (cos, sin) = rope_tables(&config)?;
+        let (cos, sin) = rope_tables(&config, false)?;
         let model = Self {
             norm: Tensor::ones(h, DType::F32, &dev)?,
             config,
@@ -577,10 +577,15 @@ impl Llama {
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         let train = mode == Mode::Train;
+        // Quantized inference follows llama.cpp's arithmetic step for step (see `ggml`).
+        let ggml = mode == Mode::Infer && self.format == WeightFormat::Quantized;
         let eps = c.rms_norm_eps as f32;
+        let norm = |x: &Tensor, w: &Tensor| {
+            if ggml { crate::ggml::rms_norm(x, w, eps) } else { rms_norm(x, w, eps, mode) }
+        };
         for (i, block) in self.blocks.iter().enumerate() {
             let residual = x.clone();
-            let h = rms_norm(&x, &block.attn_norm, eps, mode)?;
+            let h = norm(&x, &block.attn_norm)?;
             let q = block.proj(Projection::Q).forward(&h, train)?;
             let k = block.proj(Projection::K).forward(&h, train)?;
             let v = block.proj(Projection::V).forward(&h, train)?;
@@ -588,13 +593,14 @@ impl Llama {
             let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
             let (q, k) = match mode {
+                Mode::Infer if ggml => (crate::ggml::rope(&q, &cos, &sin)?, crate::ggml::rope(&k, &cos, &sin)?),
                 Mode::Infer => (
                     candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
                 Mode::Train => (
-                    candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
+                    q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                    k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
                 ),
             };
             let (k, v) = match cache.as_mut() {
@@ -608,23 +614,28 @@ impl Llama {
                 }
                 None => (k, v),
             };
-            let attn = attention(&q, &k, &v, mask.as_ref(), c, mode)?;
+            let attn = if ggml {
+                crate::ggml::attention(&q, &k, &v, offset)?
+            } else {
+                attention(&q, &k, &v, mask.as_ref(), c, mode)?
+            };
             let attn = attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?;
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
-            let h = rms_norm(&x_attn, &block.ffn_norm, eps, mode)?;
+            let h = norm(&x_attn, &block.ffn_norm)?;
             let gate = block.proj(Projection::Gate).forward(&h, train)?;
             let up = block.proj(Projection::Up).forward(&h, train)?;
-            let mlp = block.proj(Projection::Down).forward(&(candle_nn::ops::silu(&gate)? * up)?, train)?;
+            let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
+            let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
         }
-        Ok(rms_norm(&x, &self.norm, eps, mode)?)
+        Ok(norm(&x, &self.norm)?)
     }
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, mode: Mode) -> candle_core::Result<Tensor> {
     match mode {
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps),
-        Mode::Train => candle_nn::ops::rms_norm_slow(x, w, eps),
+        Mode::Train => x.contiguous()?.apply_op2(w, crate::train_ops::RmsNorm { eps: eps as f64 }),
     }
 }
 
@@ -645,7 +656,7 @@ fn attention(
     }
     let probs = match mode {
         Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-        Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        Mode::Train => scores.contiguous()?.apply_op1(crate::train_ops::SoftmaxLastDim)?,
     };
 
     probs.matmul(&v.contiguous()?)
@@ -664,8 +675,14 @@ fn causal_mask(t: usize, offset: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(mask, (t, s), &Device::Cpu)
 }
 
-fn rope_tables(c: &ModelConfig) -> Result<(Tensor, Tensor)> {
+/// Rotary cos/sin tables `[context, head_dim/2]`; `ggml` builds them the way llama.cpp does.
+fn rope_tables(c: &ModelConfig, ggml: bool) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim / 2;
+    if ggml {
+        let (cos, sin) = crate::ggml::rope_tables(c);
+        let n = c.context_length;
+        return Ok((Tensor::from_vec(cos, (n, half), &Device::Cpu)?, Tensor::from_vec(sin, (n, half), &Device::Cpu)?));
+    }
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / c.head_dim as f32))
         .collect();

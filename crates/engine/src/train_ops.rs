@@ -319,3 +319,215 @@ impl candle_core::CustomOp1 for CrossEntropySum {
         }))
     }
 }
+
+/// Rows of the last dimension of a contiguous tensor, for ops that work row by row.
+fn rows_of(l: &Layout) -> candle_core::Result<usize> {
+    Ok(*l.shape().dims().last().ok_or_else(|| candle_core::Error::Msg("a 0-d tensor has no rows".into()))?)
+}
+
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension with a frozen `w`, as `apply_op2`.
+/// candle's composite version keeps five full-size temporaries per norm for its backward and
+/// makes a dozen passes; this keeps nothing beyond `x` and makes one pass each way.
+pub(crate) struct RmsNorm {
+    pub(crate) eps: f64,
+}
+
+impl RmsNorm {
+    fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
+        let n = w.len();
+        let mut y = vec![T::from_f64(0.0); x.len()];
+        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+            let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+            let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
+            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                *y = T::from_f64(x.to_f64() * r * w.to_f64());
+            }
+        });
+        y
+    }
+
+    /// dx = r·(g∘w) − x·r³·⟨g∘w, x⟩/n per row.
+    fn backward<T: Float>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let shape = x.shape().clone();
+        let dev = x.device().clone();
+        let dx = with_data::<T, _>(x, |x| {
+            with_data::<T, _>(w, |w| {
+                with_data::<T, _>(grad, |g| {
+                    let n = w.len();
+                    let mut dx = vec![T::from_f64(0.0); x.len()];
+                    dx.par_chunks_mut(n).zip(x.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, x), g)| {
+                        let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+                        let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
+                        let dot: f64 = x.iter().zip(g).zip(w).map(|((x, g), w)| g.to_f64() * w.to_f64() * x.to_f64()).sum();
+                        let c = r * r * r * dot / n as f64;
+                        for (((d, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+                            *d = T::from_f64(r * g.to_f64() * w.to_f64() - x.to_f64() * c);
+                        }
+                    });
+                    dx
+                })
+            })?
+        })??;
+        Tensor::from_vec(dx, shape, &dev)
+    }
+}
+
+impl candle_core::CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm-frozen"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if rows_of(l1)? != l2.shape().elem_count() {
+            candle_core::bail!("rms-norm: weight {:?} for input {:?}", l2.shape(), l1.shape());
+        }
+        let storage = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(self.forward::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "w")?)),
+            DType::F64 => CpuStorage::F64(self.forward::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "w")?)),
+            d => candle_core::bail!("rms-norm: unsupported dtype {d:?}"),
+        };
+        Ok((storage, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = match x.dtype() {
+            DType::F64 => self.backward::<f64>(x, w, grad)?,
+            _ => self.backward::<f32>(x, w, grad)?,
+        };
+        // The norm weights are frozen: no gradient for them.
+        Ok((Some(dx), None))
+    }
+}
+
+/// Interleaved rotary embedding of `x [b, h, t, d]` with `cos`, `sin [t, d/2]`, as `apply_op3`,
+/// with a backward (the rotation by −θ); candle's differentiable version goes through a dozen
+/// strided temporaries.
+pub(crate) struct Rope;
+
+impl Rope {
+    fn apply<T: Float>(x: &[T], cos: &[T], sin: &[T], d: usize, t: usize, inverse: bool) -> Vec<T> {
+        let half = d / 2;
+        let mut y = vec![T::from_f64(0.0); x.len()];
+        let sign = if inverse { -1.0 } else { 1.0 };
+        y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(y, x)| {
+            for (p, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
+                let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                for i in 0..half {
+                    let (x0, x1) = (x[2 * i].to_f64(), x[2 * i + 1].to_f64());
+                    let (c, s) = (c[i].to_f64(), sign * s[i].to_f64());
+                    y[2 * i] = T::from_f64(x0 * c - x1 * s);
+                    y[2 * i + 1] = T::from_f64(x0 * s + x1 * c);
+                }
+            }
+        });
+        y
+    }
+}
+
+impl candle_core::CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope-interleaved"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, t, d) = l1.shape().dims4()?;
+        if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
+            candle_core::bail!("rope: tables {:?} for input {:?}", l2.shape(), l1.shape());
+        }
+        let storage = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(Self::apply::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
+            DType::F64 => CpuStorage::F64(Self::apply::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
+            d => candle_core::bail!("rope: unsupported dtype {d:?}"),
+        };
+        Ok((storage, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, t, d) = x.dims4()?;
+        let dev = x.device().clone();
+        let dx = match x.dtype() {
+            DType::F64 => with_data::<f64, _>(grad, |g| {
+                with_data::<f64, _>(cos, |c| with_data::<f64, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
+            })?,
+            _ => with_data::<f32, _>(grad, |g| {
+                with_data::<f32, _>(cos, |c| with_data::<f32, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
+            })?,
+        }???;
+        Ok((Some(dx), None, None))
+    }
+}
+
+/// Softmax over the last dimension with a backward that needs only the output:
+/// dx = y∘(g − ⟨g, y⟩) per row.
+pub(crate) struct SoftmaxLastDim;
+
+impl SoftmaxLastDim {
+    fn forward<T: Float>(x: &[T], n: usize) -> Vec<T> {
+        let mut y = vec![T::from_f64(0.0); x.len()];
+        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+            let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
+            let mut sum = 0f64;
+            for (y, x) in y.iter_mut().zip(x) {
+                let e = x.exp_minus(max);
+                sum += e;
+                *y = T::from_f64(e);
+            }
+            for y in y.iter_mut() {
+                *y = T::from_f64(y.to_f64() / sum);
+            }
+        });
+        y
+    }
+
+    fn backward<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
+        let mut dx = vec![T::from_f64(0.0); y.len()];
+        dx.par_chunks_mut(n).zip(y.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, y), g)| {
+            let dot: f64 = y.iter().zip(g).map(|(y, g)| y.to_f64() * g.to_f64()).sum();
+            for ((d, y), g) in dx.iter_mut().zip(y).zip(g) {
+                *d = T::from_f64(y.to_f64() * (g.to_f64() - dot));
+            }
+        });
+        dx
+    }
+}
+
+impl candle_core::CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let n = rows_of(l)?;
+        let storage = match s.dtype() {
+            DType::F32 => CpuStorage::F32(Self::forward::<f32>(input_slice(s, l, "x")?, n)),
+            DType::F64 => CpuStorage::F64(Self::forward::<f64>(input_slice(s, l, "x")?, n)),
+            d => candle_core::bail!("softmax: unsupported dtype {d:?}"),
+        };
+        Ok((storage, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let n = res.dim(candle_core::D::Minus1)?;
+        let dev = res.device().clone();
+        let dx = match res.dtype() {
+            DType::F64 => with_data::<f64, _>(res, |y| with_data::<f64, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
+            _ => with_data::<f32, _>(res, |y| with_data::<f32, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
+        }??;
+        Ok(Some(dx))
+    }
+}
