@@ -1,6 +1,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -58,6 +59,9 @@ struct Shared {
     scenario: Mutex<Scenario>,
     models: Mutex<Vec<FakeModel>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Off in the standalone binary: nobody reads the log there, and under a benchmark's load it
+    /// would only grow.
+    recording: AtomicBool,
     /// Streams whose client went away before the stream ended.
     disconnects: watch::Sender<usize>,
     /// Streams sent to their end (including deliberate cuts).
@@ -99,6 +103,7 @@ impl FakeProvider {
                 FakeModel::new("fake-vision", 2_000_000, true),
             ]),
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
             disconnects: watch::Sender::new(0),
             completed: watch::Sender::new(0),
         });
@@ -137,6 +142,11 @@ impl FakeProvider {
 
     pub fn set_models(&self, models: Vec<FakeModel>) {
         *self.shared.models.lock().unwrap() = models;
+    }
+
+    /// Whether requests are kept for [`FakeProvider::requests`] (on by default).
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -180,22 +190,24 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.requests.lock().unwrap().push(RecordedRequest {
-        method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: json_body.clone(),
-    });
+    if shared.recording.load(Ordering::Relaxed) {
+        shared.requests.lock().unwrap().push(RecordedRequest {
+            method: method.to_string(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: json_body.clone(),
+        });
+    }
     let is_anthropic = headers.contains_key("anthropic-version");
     match (method, uri.path()) {
         (Method::POST, "/v1/chat/completions" | "/chat/completions") => {
