@@ -27,8 +27,14 @@ LITELLM_VERSION="${LITELLM_VERSION:-1.110.2}"
 bench_model="bench-256"
 open_model="endless-1000"
 
-cargo build --release --quiet -p workbench -p fake-provider -p chat-bench
-bin="${CARGO_TARGET_DIR:-target}/release"
+# BENCH_BIN=DIR runs binaries already built there instead (e.g. target/debug, to check this
+# script quickly; debug figures mean nothing).
+if [[ -n "${BENCH_BIN:-}" ]]; then
+    bin="$BENCH_BIN"
+else
+    cargo build --release --quiet -p workbench -p fake-provider -p chat-bench
+    bin="${CARGO_TARGET_DIR:-target}/release"
+fi
 
 # 512 streams in and 512 out, plus the load generator's: more than a default descriptor limit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -4,9 +4,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-/// The fake's bench scenario streams this text once per chunk; content frames are the frames
-/// that carry it, whatever the wire format around it.
-const CHUNK_TEXT: &[u8] = b"tok ";
+/// Whether a frame carries answer text: the platform's `content` event, or an OpenAI chunk with a
+/// non-empty `content` (the first chunk has an empty one; gateways may put a space after the colon).
+fn has_text(wire: Wire, frame: &[u8]) -> bool {
+    match wire {
+        Wire::Platform => frame.starts_with(b"event: content"),
+        Wire::OpenAi => {
+            let mut rest = frame;
+            while let Some(at) = find(rest, b"\"content\":") {
+                rest = &rest[at + 10..];
+                let value = rest.strip_prefix(b" ").unwrap_or(rest);
+                if value.starts_with(b"\"") && !value.starts_with(b"\"\"") {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -67,7 +82,7 @@ impl Reader {
             self.ended = true;
         } else if frame.starts_with(b"event: error") {
             self.failure = Some(String::from_utf8_lossy(frame).into_owned());
-        } else if find(frame, CHUNK_TEXT).is_some() {
+        } else if has_text(self.wire, frame) {
             self.chunks += 1;
             self.first_content.get_or_insert_with(Instant::now);
         }
@@ -115,6 +130,15 @@ mod tests {
             let streamed = reader.finish(2).expect("complete");
             assert_eq!(streamed.chunks, 2);
         }
+    }
+
+    #[test]
+    fn openai_chunks_count_only_with_text() {
+        let mut reader = Reader::new(Wire::OpenAi, Instant::now());
+        reader.feed(b"data: {\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}\n\n");
+        reader.feed(b"data: {\"delta\":{\"content\":\"tok \"}}\n\ndata: {\"delta\": {\"content\": \"tok \"}}\n\n");
+        reader.feed(b"data: {\"delta\":{},\"finish_reason\":\"stop\"}\n\ndata: [DONE]\n\n");
+        assert_eq!(reader.finish(2).expect("complete").chunks, 2);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct ComparisonResult {
     /// The error message when the model failed.
     pub error: Option<String>,
     pub error_code: Option<String>,
-    /// `stop`, `length`, `stopped` (the client went away) or `error`.
+    /// `stop`, `length`, `stopped` (the client went away), `error`, or `interrupted` (the server
+    /// stopped during the run; text as last saved, metrics unmeasured).
     pub finish_reason: String,
     pub metrics: Metrics,
 }
