@@ -104,6 +104,8 @@ EOF
         # Offline: the model cost map ships with the package instead of being fetched.
         export LITELLM_LOCAL_MODEL_COST_MAP=True
         export LITELLM_TELEMETRY=False
+        # The fake repeats one token; LiteLLM otherwise aborts a stream after 100 identical chunks.
+        export REPEATED_STREAMING_CHUNK_LIMIT=100000
         exec "$venv/bin/litellm" --config "$tmp/litellm.yaml" --host 127.0.0.1 --port "$lite_port"
     ) >"$tmp/litellm.log" 2>&1 &
     lite_pid=$!

@@ -111,6 +111,10 @@ impl FakeProvider {
         let app = Router::new().fallback(move |method, uri, headers, body| {
             handle(state.clone(), method, uri, headers, body)
         });
+        // Without TCP_NODELAY every frame after the first waits for the client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

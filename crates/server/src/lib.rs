@@ -85,7 +85,15 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = router::router(state);
+    // Streamed answers are many small writes: with Nagle's algorithm each one after the first
+    // waits for the client's delayed ACK (40 ms on Linux) before it leaves.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

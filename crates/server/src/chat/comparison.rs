@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use super::{Checkpoints, INTERRUPTED, Meter, Metrics, ResolvedModel, chat_request, error_data, frame, sse_response};
+use super::{Checkpoints, Delta, INTERRUPTED, Meter, Metrics, ResolvedModel, chat_request, error_data, frame, sse_response};
 use crate::state::AppState;
 use store::entities::{model_configs, model_playground_chats as transcript, model_tests};
 
@@ -278,13 +278,13 @@ async fn run(state: AppState, test: model_tests::Model, models: Vec<ResolvedMode
                 lane.meter.reasoning(now);
                 lane.reasoning.push_str(&delta);
                 lane.unsaved = true;
-                vec![frame("reasoning", &json!({"model_config_id": id, "delta": delta}))]
+                vec![frame("reasoning", &Delta { model_config_id: Some(&id), delta: &delta })]
             }
             StreamEvent::Content(delta) => {
                 lane.meter.answer(now);
                 lane.content.push_str(&delta);
                 lane.unsaved = true;
-                vec![frame("content", &json!({"model_config_id": id, "delta": delta}))]
+                vec![frame("content", &Delta { model_config_id: Some(&id), delta: &delta })]
             }
             StreamEvent::Usage(usage) => {
                 lane.meter.usage(usage);

@@ -112,10 +112,24 @@ async fn checkpoint(db: sea_orm::DatabaseConnection, id: i32, content: String, r
     }
 }
 
-/// One `text/event-stream` frame. Every payload is one line of JSON, so one `data:` line.
+/// One `text/event-stream` frame. Every payload is one line of JSON, so one `data:` line. Built
+/// in one buffer: this runs for every streamed chunk.
 pub fn frame(event: &str, data: &impl Serialize) -> Bytes {
-    let json = serde_json::to_string(data).expect("event data serialises");
-    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+    let mut buf = Vec::with_capacity(32 + event.len());
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    serde_json::to_writer(&mut buf, data).expect("event data serialises");
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+/// The data of a `content` or `reasoning` event; `model_config_id` only in comparisons.
+#[derive(Serialize)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_config_id: Option<&'a str>,
+    pub delta: &'a str,
 }
 
 /// An SSE response whose body is fed from `rx`; dropping the body drops `rx`, which the sender
@@ -337,14 +351,14 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
         pending = Some(match event {
             Some(StreamEvent::Reasoning(delta)) => {
                 meter.reasoning(now);
-                let f = frame("reasoning", &json!({"delta": delta}));
+                let f = frame("reasoning", &Delta { model_config_id: None, delta: &delta });
                 reasoning.push_str(&delta);
                 unsaved = true;
                 f
             }
             Some(StreamEvent::Content(delta)) => {
                 meter.answer(now);
-                let f = frame("content", &json!({"delta": delta}));
+                let f = frame("content", &Delta { model_config_id: None, delta: &delta });
                 content.push_str(&delta);
                 unsaved = true;
                 f
