@@ -101,7 +101,19 @@ pub async fn setup_platform(client: &reqwest::Client, args: &Args) -> Result<Set
 }
 
 /// Sends one request and returns the open response with the instant it was sent.
+async fn new_session(client: &reqwest::Client, target: &Target) -> Result<Option<i64>> {
+    let Target::Platform { base, token, .. } = target else { return Ok(None) };
+    let session = api(client, reqwest::Method::POST, format!("{base}/api/chat/sessions"), Some(token), Some(json!({}))).await?;
+    Ok(Some(session["id"].as_i64().ok_or_else(|| anyhow!("no session id in {session}"))?))
+}
+
 async fn open(client: &reqwest::Client, target: &Target) -> Result<(reqwest::Response, Instant, Wire, Option<i64>)> {
+    let session = new_session(client, target).await?;
+    open_in(client, target, session).await
+}
+
+/// Sends the request; on the platform into `session`, created beforehand.
+async fn open_in(client: &reqwest::Client, target: &Target, session: Option<i64>) -> Result<(reqwest::Response, Instant, Wire, Option<i64>)> {
     match target {
         Target::OpenAi { base, model, key, .. } => {
             let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": QUESTION}]});
@@ -113,8 +125,7 @@ async fn open(client: &reqwest::Client, target: &Target) -> Result<(reqwest::Res
             Ok((req.send().await?, sent, Wire::OpenAi, None))
         }
         Target::Platform { base, token, config_id, .. } => {
-            let session = api(client, reqwest::Method::POST, format!("{base}/api/chat/sessions"), Some(token), Some(json!({}))).await?;
-            let id = session["id"].as_i64().ok_or_else(|| anyhow!("no session id in {session}"))?;
+            let id = session.ok_or_else(|| anyhow!("no session to stream into"))?;
             let body = json!({"content": QUESTION, "model_config_id": config_id});
             let req = client.post(format!("{base}/api/chat/sessions/{id}/messages")).bearer_auth(token).json(&body);
             let sent = Instant::now();
@@ -273,16 +284,27 @@ pub struct Memory {
 /// Opens `count` streams that stay open (the fake sends a token a second), reads each to its
 /// first token, and compares the platform's RSS before and with all of them open.
 pub async fn memory_per_stream(client: &reqwest::Client, target: &Target, count: usize, pid: u32) -> Result<Memory> {
-    // Settle: freed memory from the warm-up is back in the allocator either way.
+    // A small round first: what every server grows once (database caches, connection pools,
+    // allocator arenas of its threads) is not memory per stream.
+    hold_open(client, target, (count / 8).max(1), pid).await?;
+    hold_open(client, target, count, pid).await
+}
+
+async fn hold_open(client: &reqwest::Client, target: &Target, count: usize, pid: u32) -> Result<Memory> {
+    // The sessions exist beforehand: a stored session is not an open stream.
+    let mut sessions = Vec::with_capacity(count);
+    for _ in 0..count {
+        sessions.push(new_session(client, target).await?);
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid).context("reading the platform's RSS")?;
     let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<Result<()>>(count.max(1));
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(count);
-    for _ in 0..count {
+    for session in sessions {
         let (client, target, opened_tx, mut close_rx) = (client.clone(), target.clone(), opened_tx.clone(), close_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut response, sent, wire, _) = match open(&client, &target).await {
+            let (mut response, sent, wire, _) = match open_in(&client, &target, session).await {
                 Ok(opened) => opened,
                 Err(error) => return opened_tx.send(Err(error)).await.unwrap_or(()),
             };
