@@ -26,6 +26,7 @@ done
 LITELLM_VERSION="${LITELLM_VERSION:-1.110.2}"
 bench_model="bench-256"
 open_model="endless-1000"
+paced_model="paced-64-20"
 
 # BENCH_BIN=DIR runs binaries already built there instead (e.g. target/debug, to check this
 # script quickly; debug figures mean nothing).
@@ -65,7 +66,7 @@ wait_http() { # URL NAME LOG
 }
 
 fake_port="$(free_port)"
-"$bin/fake-provider" --listen "127.0.0.1:$fake_port" --models "$bench_model,$open_model" >"$tmp/fake.log" 2>&1 &
+"$bin/fake-provider" --listen "127.0.0.1:$fake_port" --models "$bench_model,$open_model,$paced_model" >"$tmp/fake.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$fake_port/v1/models" "the fake provider" "$tmp/fake.log"
 
@@ -126,8 +127,8 @@ status=0
     --fake "http://127.0.0.1:$fake_port" \
     --platform "http://127.0.0.1:$wb_port" --platform-pid "$wb_pid" \
     --email "$email" --password "$password" \
-    --bench-model "$bench_model" --open-model "$open_model" \
-    "${phase_args[@]}" "${litellm_args[@]}" \
+    --bench-model "$bench_model" --open-model "$open_model" --paced-model "$paced_model" \
+    "${phase_args[@]}" "${litellm_args[@]}" ${BENCH_ARGS:-} \
     --out "$out" || status=$?
 cp "$out" bench/chat/results/latest.json 2>/dev/null || true
 if [[ $status != 0 ]]; then

@@ -46,6 +46,12 @@ pub struct Args {
     /// The fake's model that streams the benchmark's answer (`bench-<chunks>`).
     #[arg(long, default_value = "bench-256")]
     bench_model: String,
+    /// The fake's model streaming at a model's pace, for the latency phase (`paced-<n>-<ms>`).
+    #[arg(long, default_value = "paced-64-20")]
+    paced_model: String,
+    /// Concurrent paced streams in the latency phase.
+    #[arg(long, default_value_t = 64)]
+    paced_concurrency: usize,
     /// The fake's model that holds a stream open (a token every second).
     #[arg(long, default_value = "endless-1000")]
     open_model: String,
@@ -106,6 +112,19 @@ async fn main() -> Result<()> {
     // is measured; the memory phase comes first, before load has grown the heap.
     measure::warm_up(&client, &direct, 16).await?;
     measure::warm_up(&client, &platform, 16).await?;
+    // Latency with 64 streams in flight at a model's pace (50 tokens/s each): the time a gateway
+    // adds before the first token when it is busy but not saturated.
+    let paced_chunks = args.paced_model.split('-').nth(1).and_then(|n| n.parse().ok()).unwrap_or(64);
+    let paced_direct = Target::OpenAi { base: args.fake.clone(), model: args.paced_model.clone(), key: None, chunks: paced_chunks };
+    let paced_platform =
+        Target::Platform { base: args.platform.clone(), token: setup.token.clone(), config_id: setup.paced_config.clone(), chunks: paced_chunks };
+    let mut paced = Vec::new();
+    for (name, target, pid) in [("direct", &paced_direct, None), ("platform", &paced_platform, Some(args.platform_pid))] {
+        let phase = measure::load(&client, name, target, args.paced_concurrency, Duration::from_secs_f64(args.secs), pid).await;
+        eprintln!("paced {}", phase.line());
+        paced.push(phase);
+    }
+
     let open = Target::Platform { base: args.platform.clone(), token: setup.token.clone(), config_id: setup.open_config.clone(), chunks: 0 };
     let memory = measure::memory_per_stream(&client, &open, args.open_streams, args.platform_pid).await?;
     eprintln!("memory: {memory:?}");
@@ -140,11 +159,13 @@ async fn main() -> Result<()> {
 
     let results = json!({
         "args": {
-            "bench_model": args.bench_model, "open_model": args.open_model, "secs": args.secs,
+            "bench_model": args.bench_model, "open_model": args.open_model, "paced_model": args.paced_model,
+            "paced_concurrency": args.paced_concurrency, "secs": args.secs,
             "litellm_secs": args.litellm_secs, "open_streams": args.open_streams,
             "concurrency": args.concurrency, "litellm_concurrency": args.litellm_concurrency,
         },
         "memory": memory,
+        "paced": paced,
         "phases": phases,
         "persisted": persisted,
         "platform_rss_kib": platform_rss_kib,

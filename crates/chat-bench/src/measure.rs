@@ -57,6 +57,7 @@ pub struct Setup {
     pub token: String,
     pub bench_config: String,
     pub open_config: String,
+    pub paced_config: String,
 }
 
 async fn api(client: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> Result<Value> {
@@ -89,14 +90,15 @@ pub async fn setup_platform(client: &reqwest::Client, args: &Args) -> Result<Set
     api(client, Method::POST, format!("{base}/api/providers"), t, Some(provider)).await?;
     api(client, Method::POST, format!("{base}/api/providers/bench-fake/sync"), t, None).await?;
     let mut configs = Vec::new();
-    for model in [&args.bench_model, &args.open_model] {
+    for model in [&args.bench_model, &args.open_model, &args.paced_model] {
         let config = api(client, Method::POST, format!("{base}/api/model-configs"), t, Some(json!({"provider_id": "bench-fake", "model_id": model}))).await?;
         configs.push(config["id"].as_str().ok_or_else(|| anyhow!("no id in {config}"))?.to_owned());
     }
     Ok(Setup {
         token,
-        open_config: configs.pop().expect("two configs"),
-        bench_config: configs.pop().expect("two configs"),
+        paced_config: configs.pop().expect("three configs"),
+        open_config: configs.pop().expect("three configs"),
+        bench_config: configs.pop().expect("three configs"),
     })
 }
 

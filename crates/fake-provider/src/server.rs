@@ -404,6 +404,19 @@ impl Frames {
                 let end = self.encoder.finish(false, self.usage((5, tokens as u32)));
                 self.send(end).await
             }
+            Scenario::Paced { tokens, interval } => {
+                let prelude = self.encoder.prelude(5);
+                self.send(prelude).await?;
+                for i in 0..tokens {
+                    if i > 0 {
+                        tokio::time::sleep(interval).await;
+                    }
+                    let frames = self.encoder.content("tok ");
+                    self.send(frames).await?;
+                }
+                let end = self.encoder.finish(false, self.usage((5, tokens as u32)));
+                self.send(end).await
+            }
             Scenario::Endless { interval } => {
                 let prelude = self.encoder.prelude(5);
                 self.send(prelude).await?;
