@@ -9,7 +9,8 @@
 # set BENCH_DATABASE_URL=postgres://… to measure another backend (that database must be empty).
 # LiteLLM (`litellm[proxy]`) is installed once into ${LITELLM_VENV:-bench/.venv-litellm}
 # (git-ignored). --smoke: short phases, 64 open streams, no LiteLLM; under a minute once built.
-# Results: bench/chat/results/chat-<time>.json (git-ignored) and a table on stdout.
+# Results: bench/chat/results/chat-<time>.json (git-ignored) and a table on stdout. BENCH_ARGS
+# passes more options to the load generator (`target/release/chat-bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
