@@ -36,6 +36,7 @@ async fn main() {
     if let Some(models) = models {
         fake.set_models(models);
     }
+    fake.set_recording(false);
     println!(
         "fake provider listening on {} (OpenAI base {})",
         fake.base_url(),

@@ -68,6 +68,11 @@ pub enum Scenario {
     Endless {
         interval: Duration,
     },
+    /// `tokens` one-token chunks, one every `interval`: a model's pace, for latency under load.
+    Paced {
+        tokens: usize,
+        interval: Duration,
+    },
 }
 
 impl Default for Scenario {
@@ -79,7 +84,8 @@ impl Default for Scenario {
 impl Scenario {
     /// Model names that pick a scenario, so one running fake serves every mode at once:
     /// `normal`, `think`, `reasoning`, `truncated`, `slow` / `slow-<ms>`, `stall`, `cut`,
-    /// `garbage`, `plain`, `status-<code>`, `bench-<tokens>`, `endless`. A `fake-` prefix is allowed.
+    /// `garbage`, `plain`, `status-<code>`, `bench-<tokens>`, `endless` / `endless-<ms>`,
+    /// `paced-<tokens>-<ms>`. A `fake-` prefix is allowed.
     pub fn from_model(model: &str) -> Option<Scenario> {
         let name = model.strip_prefix("fake-").unwrap_or(model);
         let (head, arg) = match name.split_once('-') {
@@ -118,6 +124,13 @@ impl Scenario {
             "bench" => Scenario::Bench {
                 tokens: usize::try_from(number(1000)?).ok()?,
             },
+            "paced" => {
+                let (tokens, ms) = arg?.split_once('-')?;
+                Scenario::Paced {
+                    tokens: tokens.parse().ok()?,
+                    interval: Duration::from_millis(ms.parse().ok()?),
+                }
+            }
             "endless" => Scenario::Endless {
                 interval: Duration::from_millis(number(5)?),
             },

@@ -1,6 +1,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -58,6 +59,9 @@ struct Shared {
     scenario: Mutex<Scenario>,
     models: Mutex<Vec<FakeModel>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Off in the standalone binary: nobody reads the log there, and under a benchmark's load it
+    /// would only grow.
+    recording: AtomicBool,
     /// Streams whose client went away before the stream ended.
     disconnects: watch::Sender<usize>,
     /// Streams sent to their end (including deliberate cuts).
@@ -99,12 +103,17 @@ impl FakeProvider {
                 FakeModel::new("fake-vision", 2_000_000, true),
             ]),
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
             disconnects: watch::Sender::new(0),
             completed: watch::Sender::new(0),
         });
         let state = shared.clone();
         let app = Router::new().fallback(move |method, uri, headers, body| {
             handle(state.clone(), method, uri, headers, body)
+        });
+        // Without TCP_NODELAY every frame after the first waits for the client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
         });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -137,6 +146,11 @@ impl FakeProvider {
 
     pub fn set_models(&self, models: Vec<FakeModel>) {
         *self.shared.models.lock().unwrap() = models;
+    }
+
+    /// Whether requests are kept for [`FakeProvider::requests`] (on by default).
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -180,22 +194,24 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.requests.lock().unwrap().push(RecordedRequest {
-        method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: json_body.clone(),
-    });
+    if shared.recording.load(Ordering::Relaxed) {
+        shared.requests.lock().unwrap().push(RecordedRequest {
+            method: method.to_string(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |pq| pq.to_string()),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: json_body.clone(),
+        });
+    }
     let is_anthropic = headers.contains_key("anthropic-version");
     match (method, uri.path()) {
         (Method::POST, "/v1/chat/completions" | "/chat/completions") => {
@@ -382,6 +398,19 @@ impl Frames {
                 let prelude = self.encoder.prelude(tokens as u32);
                 self.send(prelude).await?;
                 for _ in 0..tokens {
+                    let frames = self.encoder.content("tok ");
+                    self.send(frames).await?;
+                }
+                let end = self.encoder.finish(false, self.usage((5, tokens as u32)));
+                self.send(end).await
+            }
+            Scenario::Paced { tokens, interval } => {
+                let prelude = self.encoder.prelude(5);
+                self.send(prelude).await?;
+                for i in 0..tokens {
+                    if i > 0 {
+                        tokio::time::sleep(interval).await;
+                    }
                     let frames = self.encoder.content("tok ");
                     self.send(frames).await?;
                 }

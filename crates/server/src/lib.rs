@@ -98,9 +98,17 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 /// Serves until `shutdown` resolves, with `training.workers` training workers beside it; they
 /// stop (failing the tasks they were running) on shutdown too.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let (stop_workers, stop) = tokio::sync::watch::channel(false);
     let workers = training::start_workers(training::Runtime::from(&state), state.settings.training.workers, stop);
     let app = router::router(state);
+    // Streamed answers are many small writes: with Nagle's algorithm each one after the first
+    // waits for the client's delayed ACK (40 ms on Linux) before it leaves.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -16,6 +16,7 @@ on_all_backends!(
     reasoning_is_streamed_and_saved_apart,
     the_stop_endpoint_cancels_upstream_and_saves_the_partial,
     a_dropped_client_cancels_upstream_and_saves_the_partial,
+    an_answer_is_saved_while_it_streams,
     a_broken_upstream_ends_in_error_and_the_session_goes_on,
     an_upstream_401_reaches_the_client_with_the_provider_message,
     regenerate_replaces_the_last_answer,
@@ -187,7 +188,7 @@ async fn sessions_crud_search_and_cascade(app: TestApp) {
     .insert(&app.state.db)
     .await
     .unwrap();
-    // An answer left streaming by a restart is settled as stopped at start-up.
+    // An answer left streaming by a restart is settled as interrupted at start-up, its text kept.
     let orphan = chat_messages::ActiveModel {
         session_id: Set(first as i32),
         role: Set("assistant".into()),
@@ -202,7 +203,8 @@ async fn sessions_crud_search_and_cascade(app: TestApp) {
     server::chat::settle_interrupted(&app.state.db).await.unwrap();
     let settled = messages(&app, &token, first).await;
     let settled = settled.iter().find(|m| m["id"] == orphan.id).unwrap();
-    assert_eq!((settled["is_streaming"].as_bool(), settled["finish_reason"].as_str()), (Some(false), Some("stopped")));
+    assert_eq!((settled["is_streaming"].as_bool(), settled["finish_reason"].as_str()), (Some(false), Some("interrupted")));
+    assert_eq!(settled["content"], "half an ans");
 
     let res = app.call(Method::DELETE, &path, Some(&token), None).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
@@ -378,6 +380,53 @@ async fn a_dropped_client_cancels_upstream_and_saves_the_partial(app: TestApp) {
     assert_eq!(saved[1]["is_streaming"], false);
     let partial = saved[1]["content"].as_str().unwrap();
     assert!(partial.starts_with(&joined(&seen, "content")), "{partial:?} vs {seen:?}");
+}
+
+/// The answer's row as stored, read straight from the database.
+async fn stored_answer(app: &TestApp, id: i64) -> store::entities::chat_messages::Model {
+    use sea_orm::EntityTrait;
+    store::entities::chat_messages::Entity::find_by_id(id as i32).one(&app.state.db).await.unwrap().expect("the answer's row")
+}
+
+async fn an_answer_is_saved_while_it_streams(app: TestApp) {
+    let chat = setup(&app).await;
+    let session = new_session(&app, &chat.token).await;
+    let path = format!("/api/chat/sessions/{session}/messages");
+    let opened = std::time::Instant::now();
+    let mut events =
+        Events::open(&app, Method::POST, &path, &chat.token, json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}))
+            .await;
+    let mut seen = until_content(&mut events).await;
+    let id = seen[0].1["assistant_message_id"].as_i64().unwrap();
+
+    // While the stream is open the row fills up: a crash now would lose at most the last second.
+    let checkpoint = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let row = stored_answer(&app, id).await;
+            if !row.content.is_empty() {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no checkpoint while streaming");
+    assert!(opened.elapsed() >= server::chat::CHECKPOINT_EVERY, "checkpoints are periodic, not per chunk");
+    assert!(checkpoint.is_streaming, "a checkpoint is recognisable as unfinished");
+    assert_eq!(checkpoint.finish_reason, None);
+    assert!(checkpoint.content.starts_with("tick ") && checkpoint.content.len() > "tick ".len(), "{:?}", checkpoint.content);
+
+    // The stream goes on after the checkpoint, and the final write still sets everything.
+    seen.extend(until_content(&mut events).await);
+    let stopped = app.call(Method::POST, &format!("/api/chat/sessions/{session}/stop"), Some(&chat.token), None).await;
+    assert_eq!(stopped.status, StatusCode::NO_CONTENT);
+    seen.extend(events.rest().await);
+    let streamed = joined(&seen, "content");
+    assert!(streamed.starts_with(&checkpoint.content) && streamed.len() > checkpoint.content.len());
+    let last_row = stored_answer(&app, id).await;
+    assert_eq!((last_row.is_streaming, last_row.finish_reason.as_deref()), (false, Some("stopped")));
+    assert_eq!(last_row.content, streamed);
+    assert!(last_row.metrics.is_some());
 }
 
 async fn a_broken_upstream_ends_in_error_and_the_session_goes_on(app: TestApp) {

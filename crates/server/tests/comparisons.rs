@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 on_all_backends!(
     models_stream_side_by_side_and_are_saved,
     a_dropped_client_cancels_every_model,
+    a_comparison_is_saved_while_it_streams_and_a_restart_keeps_it,
     rerun_replaces_the_results_and_exports_work,
     other_users_comparisons_do_not_exist_and_bad_input_is_a_422,
 );
@@ -187,6 +188,81 @@ async fn a_dropped_client_cancels_every_model(app: TestApp) {
     assert_eq!(results[1]["finish_reason"], "stop");
 }
 
+/// The comparison's transcript rows (`model_playground_chats`), oldest first.
+async fn transcript(app: &TestApp, test_id: i64) -> Vec<store::entities::model_playground_chats::Model> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    use store::entities::model_playground_chats as rows;
+    rows::Entity::find()
+        .filter(rows::Column::SessionId.eq(server::chat::comparison::transcript_key(test_id as i32)))
+        .order_by_asc(rows::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+}
+
+async fn a_comparison_is_saved_while_it_streams_and_a_restart_keeps_it(app: TestApp) {
+    use sea_orm::{ActiveModelTrait, Set};
+    let s = setup(&app).await;
+    let ids = [&s.configs["fake-endless"], &s.configs["fake-status-500"]];
+    let opened = std::time::Instant::now();
+    let mut events = Events::open(&app, "/api/comparisons", &s.token, Some(json!({"input": "Count", "model_config_ids": ids}))).await;
+    let test_id = events.next().await.unwrap().1["test_id"].as_i64().unwrap();
+
+    // The transcript is written while the stream is open: the input, then each model's answer so far.
+    let rows = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let rows = transcript(&app, test_id).await;
+            if rows.len() == 3 && !rows[1].content.is_empty() {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no checkpoint while streaming");
+    assert!(opened.elapsed() >= server::chat::CHECKPOINT_EVERY, "checkpoints are periodic, not per chunk");
+    assert_eq!((rows[0].role.as_str(), rows[0].content.as_str(), rows[0].model_config_id.as_deref()), ("user", "Count", None));
+    assert_eq!((rows[1].role.as_str(), rows[1].model_config_id.as_deref()), ("assistant", Some(ids[0].as_str())));
+    assert!(rows[1].content.starts_with("tick "), "{:?}", rows[1].content);
+    assert!(rows.iter().all(|r| r.user_id.is_some()));
+    let view = app.get(&format!("/api/comparisons/{test_id}"), &s.token).await;
+    assert_eq!(view.json["is_streaming"], true);
+
+    // The end completes the transcript: the failed model also gets an `error` row.
+    drop(events);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.get(&format!("/api/comparisons/{test_id}"), &s.token).await.json["is_streaming"] == true {
+        assert!(tokio::time::Instant::now() < deadline, "results never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = transcript(&app, test_id).await;
+    let roles: Vec<&str> = rows.iter().map(|r| r.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "assistant", "error"]);
+    assert_eq!(rows[3].model_config_id.as_deref(), Some(ids[1].as_str()));
+    assert!(rows[3].content.contains("500"), "{:?}", rows[3].content);
+    let results = app.get(&format!("/api/comparisons/{test_id}"), &s.token).await.json["results"].clone();
+    assert_eq!(results[0]["content"], rows[1].content.as_str(), "transcript and results agree");
+
+    // A server that stops mid-run leaves the test streaming; the next start rebuilds its results
+    // from the transcript, marked interrupted.
+    store::entities::model_tests::ActiveModel { id: Set(test_id as i32), is_streaming: Set(true), ..Default::default() }
+        .update(&app.state.db)
+        .await
+        .unwrap();
+    server::chat::settle_interrupted(&app.state.db).await.unwrap();
+    let settled = app.get(&format!("/api/comparisons/{test_id}"), &s.token).await.json;
+    assert_eq!(settled["is_streaming"], false);
+    let results = settled["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["finish_reason"], "interrupted");
+    assert_eq!(results[0]["model_name"], "fake-endless");
+    assert_eq!(results[0]["content"], rows[1].content.as_str());
+
+    // Deleting the comparison deletes its transcript.
+    assert_eq!(app.call(Method::DELETE, &format!("/api/comparisons/{test_id}"), Some(&s.token), None).await.status, StatusCode::NO_CONTENT);
+    assert!(transcript(&app, test_id).await.is_empty());
+}
+
 async fn rerun_replaces_the_results_and_exports_work(app: TestApp) {
     let s = setup(&app).await;
     let ids = [&s.configs["fake-normal"], &s.configs["fake-think"]];
@@ -204,6 +280,11 @@ async fn rerun_replaces_the_results_and_exports_work(app: TestApp) {
     assert_eq!(after["results"].as_array().unwrap().len(), 2);
     assert_eq!(after["input"], before["input"]);
     assert_eq!(app.get("/api/comparisons", &s.token).await.json["total"], 1);
+    let rows = transcript(&app, test_id).await;
+    let roles: Vec<&str> = rows.iter().map(|r| r.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "assistant"], "a re-run replaces the transcript");
+    assert_eq!(rows[1].content, "Hello from the fake provider.");
+    assert_eq!(rows[2].thinking.as_deref(), Some("The user greets me; greet back."));
 
     let json_export = app.get(&format!("/api/comparisons/{test_id}/export?format=json"), &s.token).await;
     assert_eq!(json_export.headers["content-disposition"], format!("attachment; filename=\"comparison-{test_id}.json\""));

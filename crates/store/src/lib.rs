@@ -4,7 +4,8 @@ pub mod migration;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 pub use sea_orm_migration::MigratorTrait;
 
 pub use migration::Migrator;
@@ -16,14 +17,19 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .max_connections(if url.starts_with("sqlite:") { 8 } else { 16 })
         .connect_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let db = Database::connect(options).await?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // WAL lets readers proceed during a write; the busy timeout makes writers wait instead of
-        // failing with SQLITE_BUSY under concurrent requests.
-        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-            .await?;
-    }
-    Ok(db)
+    // Set on every pooled connection (a PRAGMA run through the pool reaches only one of them).
+    // WAL lets readers proceed during a write; the busy timeout makes writers wait instead of
+    // failing with SQLITE_BUSY under concurrent requests. In WAL mode `synchronous = NORMAL` syncs
+    // at checkpoints instead of at every commit: a crash of the process loses nothing committed
+    // (only a power cut can lose the last commits), and a streaming chat's several small writes no
+    // longer each wait for the disk.
+    options.map_sqlx_sqlite_opts(|o| {
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true)
+    });
+    Database::connect(options).await
 }
 
 /// True when `err` is a unique-constraint violation (the API answers 409).

@@ -145,7 +145,7 @@ export interface ResponseMetrics {
   total_ms: number | null
 }
 
-export type FinishReason = 'stop' | 'length' | 'stopped' | 'error'
+export type FinishReason = 'stop' | 'length' | 'stopped' | 'interrupted' | 'error'
 
 export interface ChatMessage {
   id: number

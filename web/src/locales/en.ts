@@ -298,6 +298,7 @@ export default {
     stop: 'Done',
     length: 'Cut at max tokens',
     stopped: 'Stopped',
+    interrupted: 'Interrupted by a server restart',
     error: 'Failed',
   },
   compare: {

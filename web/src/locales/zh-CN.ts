@@ -300,6 +300,7 @@ const zhCN: typeof en = {
     stop: '完成',
     length: '达到最大长度',
     stopped: '已停止',
+    interrupted: '服务重启中断',
     error: '失败',
   },
   compare: {

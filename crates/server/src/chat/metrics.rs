@@ -29,6 +29,23 @@ pub struct Metrics {
     pub completion_tokens: Option<u32>,
 }
 
+impl Metrics {
+    /// For an answer whose measurements were lost with the server (an interrupted comparison).
+    pub fn unmeasured() -> Self {
+        Self {
+            ttft_ms: None,
+            ttfa_ms: None,
+            reasoning_tokens: 0,
+            answer_tokens: 0,
+            answer_tokens_per_s: None,
+            total_ms: 0.0,
+            token_source: "deltas".to_owned(),
+            prompt_tokens: None,
+            completion_tokens: None,
+        }
+    }
+}
+
 /// Timestamps and counts collected while an answer streams.
 pub struct Meter {
     started: Instant,

@@ -4,11 +4,21 @@
 //! events into a bounded channel that feeds the response body, and watches for a stop (the stop
 //! endpoint) and for the body going away (a dropped client). Either way it drops the upstream
 //! stream at once (which aborts the provider request) and still saves what was streamed so far.
+//!
+//! The answer is also saved while it streams: at most every [`CHECKPOINT_EVERY`], never per
+//! chunk, by a write that runs beside the stream (a slow database never holds a token back). A
+//! crash loses at most that window; the row it leaves has `is_streaming` true and no finish reason
+//! until the next start settles it as `interrupted`.
 pub mod comparison;
 pub mod metrics;
 mod registry;
 
-use std::{convert::Infallible, sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -39,10 +49,87 @@ pub const ROLE_ASSISTANT: &str = "assistant";
 /// Events waiting for a slow client; beyond this the task waits (and can still be stopped).
 const CHANNEL_EVENTS: usize = 64;
 
-/// One `text/event-stream` frame. Every payload is one line of JSON, so one `data:` line.
+/// How often a streaming answer's text is written to its row.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The finish reason of an answer that was streaming when the server stopped.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Checkpoint writes of one streaming answer (or comparison). At most one is in flight; the final
+/// save waits for it, so a checkpoint can never land after the final row.
+pub struct Checkpoints {
+    due: tokio::time::Instant,
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    pub fn new() -> Self {
+        Self { due: tokio::time::Instant::now() + CHECKPOINT_EVERY, writing: None }
+    }
+
+    pub fn due(&self) -> tokio::time::Instant {
+        self.due
+    }
+
+    /// Runs `write` beside the stream unless the previous one is still running (the database is
+    /// slower than the interval: skip a beat rather than queue writes), and schedules the next.
+    /// False when it skipped.
+    pub fn start(&mut self, write: impl Future<Output = ()> + Send + 'static) -> bool {
+        self.due = tokio::time::Instant::now() + CHECKPOINT_EVERY;
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return false;
+        }
+        self.writing = Some(tokio::spawn(write));
+        true
+    }
+
+    /// Waits for the write in flight, if any.
+    pub async fn settle(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.await;
+        }
+    }
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Writes an answer's text so far; the row stays `is_streaming` with no finish reason.
+async fn checkpoint(db: sea_orm::DatabaseConnection, id: i32, content: String, reasoning: String) {
+    let saved = chat_messages::ActiveModel {
+        id: Set(id),
+        content: Set(content),
+        thinking: Set((!reasoning.is_empty()).then_some(reasoning)),
+        ..Default::default()
+    }
+    .update(&db)
+    .await;
+    if let Err(err) = saved {
+        tracing::warn!(error = %err, message_id = id, "checkpointing a streaming answer failed");
+    }
+}
+
+/// One `text/event-stream` frame. Every payload is one line of JSON, so one `data:` line. Built
+/// in one buffer: this runs for every streamed chunk.
 pub fn frame(event: &str, data: &impl Serialize) -> Bytes {
-    let json = serde_json::to_string(data).expect("event data serialises");
-    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+    let mut buf = Vec::with_capacity(32 + event.len());
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    serde_json::to_writer(&mut buf, data).expect("event data serialises");
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+/// The data of a `content` or `reasoning` event; `model_config_id` only in comparisons.
+#[derive(Serialize)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_config_id: Option<&'a str>,
+    pub delta: &'a str,
 }
 
 /// An SSE response whose body is fed from `rx`; dropping the body drops `rx`, which the sender
@@ -181,23 +268,20 @@ pub async fn insert_message(
     .await
 }
 
-/// Marks answers and comparisons that were streaming when the server last stopped as `stopped`:
-/// their tasks are gone, and the rows would otherwise show "streaming" forever. Called at start-up.
+/// Marks answers and comparisons that were streaming when the server last stopped as
+/// `interrupted`, keeping the text their last checkpoint saved: their tasks are gone, and the
+/// rows would otherwise show "streaming" forever. Called at start-up.
 pub async fn settle_interrupted(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sea_query::Expr;
     let answers = chat_messages::Entity::update_many()
         .col_expr(chat_messages::Column::IsStreaming, Expr::value(false))
-        .col_expr(chat_messages::Column::FinishReason, Expr::value("stopped"))
+        .col_expr(chat_messages::Column::FinishReason, Expr::value(INTERRUPTED))
         .filter(chat_messages::Column::IsStreaming.eq(true))
         .exec(db)
         .await?;
-    let tests = store::entities::model_tests::Entity::update_many()
-        .col_expr(store::entities::model_tests::Column::IsStreaming, Expr::value(false))
-        .filter(store::entities::model_tests::Column::IsStreaming.eq(true))
-        .exec(db)
-        .await?;
-    if answers.rows_affected + tests.rows_affected > 0 {
-        tracing::warn!(answers = answers.rows_affected, comparisons = tests.rows_affected, "settled answers interrupted by a restart");
+    let tests = comparison::settle_interrupted(db).await?;
+    if answers.rows_affected + tests > 0 {
+        tracing::warn!(answers = answers.rows_affected, comparisons = tests, "settled answers interrupted by a restart");
     }
     Ok(())
 }
@@ -237,6 +321,10 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
 
     let mut upstream = model.provider.stream_chat(request);
     let mut pending = Some(frame("meta", &meta));
+    let mut checkpoints = Checkpoints::new();
+    let mut tick = pin!(tokio::time::sleep_until(checkpoints.due()));
+    // Text streamed since the last checkpoint.
+    let mut unsaved = false;
     let ending = loop {
         if let Some(bytes) = pending.take() {
             tokio::select! {
@@ -249,20 +337,28 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
             biased;
             _ = claim.stopped() => break Ending::Stopped { client_gone: false },
             _ = tx.closed() => break Ending::Stopped { client_gone: true },
+            () = &mut tick, if unsaved => {
+                let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
+                unsaved = !checkpoints.start(write);
+                tick.as_mut().reset(checkpoints.due());
+                continue;
+            }
             event = upstream.next() => event,
         };
         let now = Instant::now();
         pending = Some(match event {
             Some(StreamEvent::Reasoning(delta)) => {
                 meter.reasoning(now);
-                let f = frame("reasoning", &json!({"delta": delta}));
+                let f = frame("reasoning", &Delta { model_config_id: None, delta: &delta });
                 reasoning.push_str(&delta);
+                unsaved = true;
                 f
             }
             Some(StreamEvent::Content(delta)) => {
                 meter.answer(now);
-                let f = frame("content", &json!({"delta": delta}));
+                let f = frame("content", &Delta { model_config_id: None, delta: &delta });
                 content.push_str(&delta);
+                unsaved = true;
                 f
             }
             Some(StreamEvent::Usage(usage)) => {
@@ -274,8 +370,9 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
             None => break Ending::Failed(LlmError::Interrupted("the stream ended without a finish".into())),
         });
     };
-    // Cancel the provider request before anything else, then save.
+    // Cancel the provider request before anything else, then save (after any checkpoint).
     drop(upstream);
+    checkpoints.settle().await;
     let metrics = meter.finish(Instant::now());
     let (finish_reason, error) = match &ending {
         Ending::Finished(reason) => (reason.clone(), None),

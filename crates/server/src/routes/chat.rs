@@ -56,9 +56,10 @@ pub struct MessageView {
     pub thinking: Option<String>,
     pub model_name: Option<String>,
     pub model_config_id: Option<String>,
-    /// True while the answer is still streaming.
+    /// True while the answer is still streaming; its text so far is saved at most a second late.
     pub is_streaming: bool,
-    /// `stop`, `length`, `stopped` or `error` for answers.
+    /// `stop`, `length`, `stopped` or `error` for answers; `interrupted` when the server stopped
+    /// while it streamed (the text is that of the last save); null while streaming.
     pub finish_reason: Option<String>,
     /// As in the `done` event, plus `error: {code, message}` when the answer failed.
     #[schema(value_type = Option<Object>)]

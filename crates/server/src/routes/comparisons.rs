@@ -23,7 +23,7 @@ use crate::{
     state::AppState,
     users::Checks,
 };
-use store::entities::model_tests;
+use store::entities::{model_playground_chats, model_tests};
 
 pub const MIN_MODELS: usize = 2;
 pub const MAX_MODELS: usize = 8;
@@ -220,6 +220,11 @@ pub async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, Path(i
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<i32>) -> ApiResult<StatusCode> {
     let test = find_own(&state, user.id, id).await?;
+    // The transcript is keyed by a string, not a foreign key: it goes explicitly.
+    model_playground_chats::Entity::delete_many()
+        .filter(model_playground_chats::Column::SessionId.eq(chat::comparison::transcript_key(test.id)))
+        .exec(&state.db)
+        .await?;
     model_tests::Entity::delete_by_id(test.id).exec(&state.db).await?;
     Ok(StatusCode::NO_CONTENT)
 }
