@@ -24,7 +24,8 @@ for arg in "$@"; do
     esac
 done
 
-LITELLM_VERSION="${LITELLM_VERSION:-1.110.2}"
+# 1.80.0 is what the README figures used; newer [proxy] extras pull a package PyPI does not carry.
+LITELLM_VERSION="${LITELLM_VERSION:-1.80.0}"
 bench_model="bench-256"
 open_model="endless-1000"
 paced_model="paced-64-20"
