@@ -18,6 +18,8 @@ use crate::{auth::tokens::ROLE_ADMIN, error::ApiError, providers, state::AppStat
 use store::entities::{model_providers, models, users};
 
 pub const PROVIDER_ID: &str = "local";
+/// What the built-in provider row shows as its URL; there is no endpoint behind it.
+pub const PROVIDER_URL: &str = "local://engine";
 pub const TYPE_BASE: &str = "base";
 pub const TYPE_LORA: &str = "lora";
 /// The files are where the row says.
@@ -310,7 +312,7 @@ async fn ensure_provider(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr
         id: Set(PROVIDER_ID.to_owned()),
         name: Set("Local models".to_owned()),
         kind: Set(PROVIDER_ID.to_owned()),
-        api_url: Set("local://engine".to_owned()),
+        api_url: Set(PROVIDER_URL.to_owned()),
         description: Set(Some("Models in the local registry, served by the built-in engine".to_owned())),
         status: Set(providers::STATUS_ENABLED),
         created_at: Set(Utc::now()),

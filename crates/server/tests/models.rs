@@ -293,7 +293,10 @@ async fn the_built_in_provider_cannot_be_repointed_or_deleted(app: TestApp) {
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
     let fields = res.json["error"]["fields"].as_object().unwrap();
     assert!(fields.contains_key("api_url") && fields.contains_key("api_key"));
-    let renamed = app.call(Method::PATCH, "/api/providers/local", Some(&admin), Some(json!({"name": "On this server"}))).await;
+    // The web form sends every field back: unchanged values pass.
+    let renamed = app
+        .call(Method::PATCH, "/api/providers/local", Some(&admin), Some(json!({"name": "On this server", "kind": "local", "api_url": "local://engine"})))
+        .await;
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
     let res = app.call(Method::DELETE, "/api/providers/local", Some(&admin), None).await;
     assert_eq!(res.status, StatusCode::CONFLICT);

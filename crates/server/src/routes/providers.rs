@@ -199,16 +199,24 @@ pub async fn update(
     JsonBody(req): JsonBody<UpdateProviderRequest>,
 ) -> ApiResult<Json<ProviderView>> {
     let mut checks = Checks::default();
+    let is_local = id == local_models::PROVIDER_ID;
     let name = req.name.as_deref().map(|n| checks.check("name", providers::parse_name(n)));
-    let kind = req.kind.as_deref().map(|k| checks.check("kind", providers::parse_kind(k)));
-    let url = req.api_url.as_deref().map(|u| checks.check("api_url", providers::parse_api_url(u)));
-    let api_key = req.api_key.as_deref().map(|k| checks.check("api_key", providers::parse_api_key(k)));
+    // The built-in provider's kind, URL and key are not parsed: they cannot change (below).
+    let kind = req.kind.as_deref().filter(|_| !is_local).map(|k| checks.check("kind", providers::parse_kind(k)));
+    let url = req.api_url.as_deref().filter(|_| !is_local).map(|u| checks.check("api_url", providers::parse_api_url(u)));
+    let api_key = req.api_key.as_deref().filter(|_| !is_local).map(|k| checks.check("api_key", providers::parse_api_key(k)));
     let description = req.description.as_deref().map(|d| checks.check("description", providers::parse_description(Some(d))));
     let icon_url = req.icon_url.as_deref().map(|u| checks.check("icon_url", providers::parse_icon_url(Some(u))));
     let status = req.status.map(|s| checks.check("status", providers::parse_status(s)));
-    if id == local_models::PROVIDER_ID {
+    if is_local {
         // The engine is in-process: there is nothing to point elsewhere or authenticate.
-        for (field, given) in [("kind", req.kind.is_some()), ("api_url", req.api_url.is_some()), ("api_key", req.api_key.is_some())] {
+        // Forms send every field back: only a different value is refused.
+        let changes = [
+            ("kind", req.kind.as_deref().is_some_and(|k| k != local_models::PROVIDER_ID)),
+            ("api_url", req.api_url.as_deref().is_some_and(|u| u.trim() != local_models::PROVIDER_URL)),
+            ("api_key", req.api_key.as_deref().is_some_and(|k| !k.is_empty())),
+        ];
+        for (field, given) in changes {
             if given {
                 checks.check::<()>(field, Err("the built-in local provider cannot change this".into()));
             }
@@ -229,7 +237,7 @@ pub async fn update(
     if let Some(kind) = kind.flatten() {
         active.kind = Set(kind.as_str().to_owned());
     }
-    if let Some(api_url) = &req.api_url {
+    if let Some(api_url) = req.api_url.as_deref().filter(|_| !is_local) {
         active.api_url = Set(providers::normalise_api_url(api_url));
     }
     match api_key.flatten() {
