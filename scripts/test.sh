@@ -27,6 +27,9 @@ echo "==> Rust tests"
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
 
+echo "==> engine benchmark smoke (engine side only; the side-by-side run is bench/engine/run.sh)"
+bench/engine/run.sh --smoke >/dev/null
+
 echo "==> browser tests against the real binary"
 scripts/e2e.sh
 
