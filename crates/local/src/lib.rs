@@ -7,7 +7,7 @@
 //! as many concurrent generations as the pool is configured for, and the rest queue (their wait
 //! shows up honestly in the time to first token).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,7 +29,41 @@ pub struct LocalModel {
     pub base_path: PathBuf,
     /// A PEFT adapter directory applied on top of the base.
     pub adapter_path: Option<PathBuf>,
-    pub size: Option<i64>,
+}
+
+impl LocalModel {
+    /// The registry row's own files: the adapter folder, or the base file.
+    fn own_path(&self) -> &Path {
+        self.adapter_path.as_deref().unwrap_or(&self.base_path)
+    }
+}
+
+/// Bytes on disk: the file, or every file of an adapter directory.
+pub fn size_on_disk(path: &Path) -> Option<i64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return Some(meta.len() as i64);
+    }
+    let entries = std::fs::read_dir(path).ok()?;
+    Some(entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len() as i64).sum())
+}
+
+/// The catalog as a provider model list. Sizes are read from disk here, only when listing, not
+/// on every chat request.
+pub fn remote_models(catalog: &[LocalModel]) -> Vec<RemoteModel> {
+    catalog
+        .iter()
+        .map(|m| RemoteModel {
+            id: m.name.clone(),
+            name: m.display_name.clone(),
+            size: size_on_disk(m.own_path()),
+            is_vision: false,
+            description: Some(match &m.adapter_path {
+                Some(_) => "LoRA adapter served by the built-in engine".to_owned(),
+                None => "GGUF model served by the built-in engine".to_owned(),
+            }),
+        })
+        .collect()
 }
 
 type Key = (PathBuf, Option<PathBuf>);
@@ -137,20 +171,7 @@ impl ChatProvider for LocalProvider {
     }
 
     async fn list_models(&self) -> Result<Vec<RemoteModel>, LlmError> {
-        Ok(self
-            .catalog
-            .iter()
-            .map(|m| RemoteModel {
-                id: m.name.clone(),
-                name: m.display_name.clone(),
-                size: m.size,
-                is_vision: false,
-                description: Some(match &m.adapter_path {
-                    Some(_) => "LoRA adapter served by the built-in engine".to_owned(),
-                    None => "GGUF model served by the built-in engine".to_owned(),
-                }),
-            })
-            .collect())
+        Ok(remote_models(&self.catalog))
     }
 }
 
@@ -267,7 +288,6 @@ mod tests {
             display_name: name.into(),
             base_path: base.into(),
             adapter_path: None,
-            size: None,
         }
     }
 

@@ -21,7 +21,6 @@ fn provider(engines: Arc<Engines>) -> LocalProvider {
         display_name: "SmolLM2".into(),
         base_path: model_path(),
         adapter_path: None,
-        size: None,
     };
     LocalProvider::new(engines, vec![base])
 }

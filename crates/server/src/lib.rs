@@ -19,6 +19,7 @@ pub mod runtime_settings;
 pub mod state;
 pub mod training;
 pub mod users;
+pub mod validation;
 pub mod web;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

@@ -89,15 +89,7 @@ pub fn describe_adapter(dir: &Path) -> Result<Value, String> {
     }))
 }
 
-/// Bytes on disk: the file, or every file of an adapter directory.
-pub fn size_on_disk(path: &Path) -> Option<i64> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return Some(meta.len() as i64);
-    }
-    let entries = std::fs::read_dir(path).ok()?;
-    Some(entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len() as i64).sum())
-}
+pub use local::size_on_disk;
 
 fn files_present(model: &models::Model) -> bool {
     let path = Path::new(&model.model_path);
@@ -331,11 +323,7 @@ pub async fn sync_provider(state: &AppState) -> Result<(), ApiError> {
 
 /// [`sync_provider`] for callers without the app state (training workers).
 pub async fn sync_provider_at(db: &sea_orm::DatabaseConnection, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
-    let remote = catalog(db, None)
-        .await?
-        .into_iter()
-        .map(|m| llm::RemoteModel { id: m.name, name: m.display_name, size: m.size, is_vision: false, description: None })
-        .collect();
+    let remote = local::remote_models(&catalog(db, None).await?);
     providers::apply_model_list_at(db, now, PROVIDER_ID, remote).await.map(|_| ())
 }
 
@@ -366,7 +354,6 @@ pub async fn catalog(db: &impl ConnectionTrait, user: Option<&users::Model>) -> 
                 display_name: m.display_name.clone(),
                 base_path: base,
                 adapter_path: adapter,
-                size: size_on_disk(Path::new(&m.model_path)),
             })
         })
         .collect())

@@ -134,11 +134,7 @@ pub fn slugify(name: &str) -> String {
 }
 
 pub fn parse_name(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        n if n.chars().count() > 200 => Err("must be at most 200 characters".into()),
-        n => Ok(n.to_owned()),
-    }
+    crate::validation::required_text(raw, 200)
 }
 
 pub fn parse_kind(raw: &str) -> Result<ProviderKind, String> {
@@ -194,11 +190,7 @@ pub async fn check_url_policy(url: &Url, allow_private: bool) -> Result<(), Stri
 }
 
 pub fn parse_description(raw: Option<&str>) -> Result<Option<String>, String> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(d) if d.chars().count() > 2000 => Err("must be at most 2000 characters".into()),
-        Some(d) => Ok(Some(d.to_owned())),
-    }
+    crate::validation::optional_text(raw.unwrap_or(""), crate::validation::DESCRIPTION_MAX)
 }
 
 pub fn parse_icon_url(raw: Option<&str>) -> Result<Option<String>, String> {
@@ -232,18 +224,14 @@ pub fn parse_api_key(raw: &str) -> Result<Option<String>, String> {
 
 /// How to reach a provider, with its key decrypted for the request at hand only.
 /// The client for a provider row: HTTP for remote kinds, the engine for the built-in `local` one
-/// (whose catalog is what `user_id` may use; every usable model when `None`).
+/// (whose catalog is what `user` may use; every usable model when `None`).
 pub async fn client(
     state: &AppState,
     provider: &model_providers::Model,
-    user_id: Option<i32>,
+    user: Option<&store::entities::users::Model>,
 ) -> Result<std::sync::Arc<dyn llm::ChatProvider>, ApiError> {
     if provider.kind == ProviderKind::Local.as_str() {
-        let user = match user_id {
-            Some(id) => Some(store::entities::users::Entity::find_by_id(id).one(&state.db).await?.ok_or(ApiError::NotFound)?),
-            None => None,
-        };
-        return crate::local_models::provider_for(state, user.as_ref()).await;
+        return crate::local_models::provider_for(state, user).await;
     }
     let allow_private = crate::runtime_settings::load(state).await?.allow_private_provider_urls;
     let endpoint = endpoint(state, provider)?;

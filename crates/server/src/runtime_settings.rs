@@ -121,7 +121,7 @@ pub async fn update(state: &AppState, patch: SettingsPatch) -> Result<RuntimeSet
         current.allow_private_provider_urls = v;
     }
     if let Some(s) = patch.swanlab {
-        let mut checks = crate::users::Checks::default();
+        let mut checks = crate::validation::Checks::default();
         let project = checks.check("swanlab.project", optional_name(s.project));
         let workspace = checks.check("swanlab.workspace", optional_name(s.workspace));
         checks.finish()?;

@@ -6,7 +6,8 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::{self, tokens},
-    error::{ApiError, FieldErrors},
+    error::ApiError,
+    validation::Checks,
 };
 use store::entities::users;
 
@@ -110,26 +111,6 @@ pub fn parse_nickname(raw: Option<&str>) -> Result<Option<String>, String> {
         None | Some("") => Ok(None),
         Some(n) if n.chars().count() > 100 => Err("must be at most 100 characters".into()),
         Some(n) => Ok(Some(n.to_owned())),
-    }
-}
-
-/// Collects per-field results so one answer names every bad field at once.
-#[derive(Default)]
-pub struct Checks(FieldErrors);
-
-impl Checks {
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(why) => {
-                self.0.insert(field.to_owned(), why);
-                None
-            }
-        }
-    }
-
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.0)) }
     }
 }
 

@@ -41,7 +41,7 @@ use crate::{
     providers, routes::model_configs,
     state::AppState,
 };
-use store::entities::{chat_messages, chat_sessions, model_configs as configs, model_providers, system_prompts};
+use store::entities::{chat_messages, chat_sessions, model_configs as configs, model_providers, system_prompts, users};
 
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ASSISTANT: &str = "assistant";
@@ -167,8 +167,8 @@ pub struct ResolvedModel {
 }
 
 /// The caller's own, usable config; anything else is a 422 on `field`.
-pub async fn resolve_model(state: &AppState, user_id: i32, field: &str, id: &str) -> ApiResult<ResolvedModel> {
-    let (config, usable) = model_configs::find_own_with_usability(state, user_id, id)
+pub async fn resolve_model(state: &AppState, user: &users::Model, field: &str, id: &str) -> ApiResult<ResolvedModel> {
+    let (config, usable) = model_configs::find_own_with_usability(state, user.id, id)
         .await?
         .ok_or_else(|| ApiError::field(field, "no such model config"))?;
     if !usable {
@@ -181,7 +181,7 @@ pub async fn resolve_model(state: &AppState, user_id: i32, field: &str, id: &str
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::field(field, "the provider of this model config is gone"))?;
-    let provider = providers::client(state, &provider, Some(user_id)).await?;
+    let provider = providers::client(state, &provider, Some(user)).await?;
     Ok(ResolvedModel { config, provider })
 }
 

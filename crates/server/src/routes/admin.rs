@@ -19,7 +19,8 @@ use crate::{
     pagination::{Page, PageQuery},
     runtime_settings::{self, SettingsPatch, SettingsView},
     state::AppState,
-    users::{self, Checks, NewUser, Password, Role, UserView},
+    users::{self, NewUser, Password, Role, UserView},
+    validation::Checks,
 };
 use store::entities::users as user_entity;
 

@@ -21,7 +21,7 @@ use crate::{
     extract::{AuthUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery, contains_ci},
     state::AppState,
-    users::Checks,
+    validation::{self, Checks},
 };
 use store::entities::{chat_messages, chat_sessions};
 
@@ -159,11 +159,7 @@ pub struct DoneEvent {
 }
 
 fn parse_title(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        t if t.chars().count() > MAX_TITLE_CHARS => Err(format!("must be at most {MAX_TITLE_CHARS} characters")),
-        t => Ok(t.to_owned()),
-    }
+    validation::required_text(raw, MAX_TITLE_CHARS)
 }
 
 fn parse_content(raw: &str) -> Result<String, String> {
@@ -313,7 +309,7 @@ pub async fn send_message(
     let mut checks = Checks::default();
     let content = checks.check("content", parse_content(&req.content));
     checks.finish()?;
-    let model = chat::resolve_model(&state, user.id, "model_config_id", &req.model_config_id).await?;
+    let model = chat::resolve_model(&state, &user, "model_config_id", &req.model_config_id).await?;
     let system = chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()).await?;
     let content = content.expect("checked");
 
@@ -362,7 +358,7 @@ pub async fn regenerate(
         (Some(id), _) | (None, Some(id)) => id,
         (None, None) => return Err(ApiError::field("model_config_id", "required: the last answer names no model config")),
     };
-    let model = chat::resolve_model(&state, user.id, "model_config_id", &config_id).await?;
+    let model = chat::resolve_model(&state, &user, "model_config_id", &config_id).await?;
     let system = chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()).await?;
     let question_id = history[question_at].id;
     delete_after(&state, session.id, question_id).await?;
@@ -390,7 +386,7 @@ pub async fn edit_message(
         checks.check::<()>("message_id", Err("only the user's own messages can be edited".into()));
     }
     checks.finish()?;
-    let model = chat::resolve_model(&state, user.id, "model_config_id", &req.model_config_id).await?;
+    let model = chat::resolve_model(&state, &user, "model_config_id", &req.model_config_id).await?;
     let system = chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()).await?;
 
     let mut active = message.into_active_model();

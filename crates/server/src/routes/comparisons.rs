@@ -21,9 +21,9 @@ use crate::{
     pagination::{Page, PageQuery, contains_ci},
     routes::prompts,
     state::AppState,
-    users::Checks,
+    validation::Checks,
 };
-use store::entities::{model_playground_chats, model_tests};
+use store::entities::{model_playground_chats, model_tests, users};
 
 pub const MIN_MODELS: usize = 2;
 pub const MAX_MODELS: usize = 8;
@@ -97,7 +97,7 @@ async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<model_te
 }
 
 /// Resolves every config, naming each bad one (`model_config_ids[i]`) in one 422.
-async fn resolve_models(state: &AppState, user_id: i32, ids: &[String]) -> ApiResult<Vec<chat::ResolvedModel>> {
+async fn resolve_models(state: &AppState, user: &users::Model, ids: &[String]) -> ApiResult<Vec<chat::ResolvedModel>> {
     let mut checks = Checks::default();
     if !(MIN_MODELS..=MAX_MODELS).contains(&ids.len()) {
         checks.check::<()>("model_config_ids", Err(format!("must name {MIN_MODELS} to {MAX_MODELS} model configs")));
@@ -109,7 +109,7 @@ async fn resolve_models(state: &AppState, user_id: i32, ids: &[String]) -> ApiRe
     let mut fields = crate::error::FieldErrors::new();
     for (i, id) in ids.iter().enumerate() {
         let field = format!("model_config_ids[{i}]");
-        match chat::resolve_model(state, user_id, &field, id).await {
+        match chat::resolve_model(state, user, &field, id).await {
             Ok(m) => models.push(m),
             Err(ApiError::Validation(f)) => fields.extend(f),
             Err(other) => return Err(other),
@@ -155,7 +155,7 @@ pub async fn create(
         Some(n) => n.to_owned(),
         None => test_prompt.map(|p| p.title).unwrap_or_else(|| input.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(50).collect()),
     };
-    let models = resolve_models(&state, user.id, &req.model_config_ids).await?;
+    let models = resolve_models(&state, &user, &req.model_config_ids).await?;
     let system_prompt = req.system_prompt.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
 
     let test = model_tests::ActiveModel {
@@ -181,7 +181,7 @@ pub async fn create(
 pub async fn rerun(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<i32>) -> ApiResult<Response> {
     let test = find_own(&state, user.id, id).await?;
     let ids = ComparisonView::from(test.clone()).model_config_ids;
-    let models = resolve_models(&state, user.id, &ids).await?;
+    let models = resolve_models(&state, &user, &ids).await?;
     let messages = conversation(test.system_prompt.as_deref(), &test.input_data);
     let mut active = test.into_active_model();
     active.is_streaming = Set(true);

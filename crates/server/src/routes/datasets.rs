@@ -32,7 +32,7 @@ use crate::{
     extract::{AuthUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery, contains_ci},
     state::AppState,
-    users::Checks,
+    validation::{self, Checks},
 };
 use store::entities::{chat_sessions, datasets as dataset_entity, model_tests, models, training_tasks};
 
@@ -166,19 +166,11 @@ pub struct DatasetImport {
 }
 
 fn parse_name(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        n if n.chars().count() > 255 => Err("must be at most 255 characters".into()),
-        n => Ok(n.to_owned()),
-    }
+    validation::required_text(raw, 255)
 }
 
 fn parse_description(raw: &str) -> Result<Option<String>, String> {
-    match raw.trim() {
-        "" => Ok(None),
-        d if d.chars().count() > 2000 => Err("must be at most 2000 characters".into()),
-        d => Ok(Some(d.to_owned())),
-    }
+    validation::optional_text(raw, validation::DESCRIPTION_MAX)
 }
 
 fn parse_format(raw: &str) -> Result<Option<DatasetFormat>, String> {

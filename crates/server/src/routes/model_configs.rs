@@ -18,7 +18,7 @@ use crate::{
     pagination::{Page, PageQuery},
     providers::{STATUS_ENABLED, parse_status},
     state::AppState,
-    users::Checks,
+    validation::{self, Checks},
 };
 use store::entities::{model_configs, model_providers, provider_models};
 
@@ -142,11 +142,7 @@ impl Params {
 }
 
 fn parse_model_name(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        n if n.chars().count() > 200 => Err("must be at most 200 characters".into()),
-        n => Ok(n.to_owned()),
-    }
+    validation::required_text(raw, 200)
 }
 
 fn parse_type(raw: &str) -> Result<String, String> {

@@ -22,7 +22,7 @@ use crate::{
     pagination::Page,
     routes::model_configs::{self, CreateModelConfigRequest, ModelConfigView},
     state::AppState,
-    users::Checks,
+    validation::{self, Checks, DESCRIPTION_MAX},
 };
 use store::entities::{model_configs as configs, models, training_tasks, users};
 
@@ -119,22 +119,6 @@ async fn find_own(state: &AppState, user: &users::Model, id: i32) -> ApiResult<m
     if is_admin(user) || model.created_by == Some(user.id) { Ok(model) } else { Err(ApiError::Forbidden) }
 }
 
-fn text(raw: &str, max: usize) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        t if t.chars().count() > max => Err(format!("must be at most {max} characters")),
-        t => Ok(t.to_owned()),
-    }
-}
-
-fn description(raw: &str) -> Result<Option<String>, String> {
-    match raw.trim() {
-        "" => Ok(None),
-        d if d.chars().count() > 2000 => Err("must be at most 2000 characters".into()),
-        d => Ok(Some(d.to_owned())),
-    }
-}
-
 #[utoipa::path(get, path = "/api/models", tag = "models", security(("bearer" = [])), params(ModelListQuery),
     responses((status = 200, body = Page<ModelView>, description = "base models and the caller's adapters (all adapters for admins), newest first")))]
 pub async fn list(
@@ -185,10 +169,10 @@ pub async fn create(
     let mut checks = Checks::default();
     let name = checks.check("name", local_models::parse_name(req.name.trim()));
     let display_name = match req.display_name.as_deref() {
-        Some(d) => checks.check("display_name", text(d, 255)),
+        Some(d) => checks.check("display_name", validation::required_text(d, 255)),
         None => name.clone(),
     };
-    let description = checks.check("description", description(req.description.as_deref().unwrap_or(""))).flatten();
+    let description = checks.check("description", validation::optional_text(req.description.as_deref().unwrap_or(""), DESCRIPTION_MAX)).flatten();
     let path = PathBuf::from(req.model_path.trim());
     let kind = checks.check(
         "model_type",
@@ -250,8 +234,8 @@ pub async fn update(
 ) -> ApiResult<Json<ModelView>> {
     let model = find_own(&state, &user, id).await?;
     let mut checks = Checks::default();
-    let display_name = req.display_name.as_deref().map(|d| checks.check("display_name", text(d, 255)));
-    let description = req.description.as_deref().map(|d| checks.check("description", description(d)));
+    let display_name = req.display_name.as_deref().map(|d| checks.check("display_name", validation::required_text(d, 255)));
+    let description = req.description.as_deref().map(|d| checks.check("description", validation::optional_text(d, DESCRIPTION_MAX)));
     checks.finish()?;
     let mut active = model.into_active_model();
     if let Some(Some(d)) = display_name {

@@ -17,7 +17,7 @@ use crate::{
     extract::{AuthUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery, contains_ci},
     state::AppState,
-    users::Checks,
+    validation::{self, Checks},
 };
 use store::entities::{system_prompts, test_prompts, users};
 
@@ -140,11 +140,7 @@ pub struct TestPromptPatch {
 }
 
 fn text(raw: &str, max: usize) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        t if t.chars().count() > max => Err(format!("must be at most {max} characters")),
-        t => Ok(t.to_owned()),
-    }
+    validation::required_text(raw, max)
 }
 
 fn parse_name(raw: &str) -> Result<String, String> {
@@ -164,11 +160,7 @@ fn parse_format_type(raw: &str) -> Result<String, String> {
 }
 
 fn parse_description(raw: &str) -> Result<Option<String>, String> {
-    match raw.trim() {
-        "" => Ok(None),
-        d if d.chars().count() > 2000 => Err("must be at most 2000 characters".into()),
-        d => Ok(Some(d.to_owned())),
-    }
+    validation::optional_text(raw, validation::DESCRIPTION_MAX)
 }
 
 fn is_admin(user: &users::Model) -> bool {

@@ -17,7 +17,7 @@ use crate::{
     providers::{self, ProviderModelView, ProviderView, STATUS_ENABLED, SyncReport},
     local_models, runtime_settings,
     state::AppState,
-    users::Checks,
+    validation::Checks,
 };
 use store::entities::{model_configs, model_providers, provider_models};
 

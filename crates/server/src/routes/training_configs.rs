@@ -65,11 +65,7 @@ pub struct TrainingConfigListQuery {
 }
 
 fn parse_name(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        n if n.chars().count() > 255 => Err("must be at most 255 characters".into()),
-        n => Ok(n.to_owned()),
-    }
+    crate::validation::required_text(raw, 255)
 }
 
 async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<training_configs::Model> {

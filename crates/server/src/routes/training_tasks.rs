@@ -18,7 +18,7 @@ use crate::{
     pagination::{Page, PageQuery},
     state::AppState,
     training::{self, CANCELLED, PENDING, RUNNING, events, worker::dataset_training_file},
-    users::Checks,
+    validation::{self, Checks},
 };
 use store::entities::{datasets, models, training_configs, training_tasks};
 
@@ -136,11 +136,7 @@ async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<training
 }
 
 fn parse_name(raw: &str) -> Result<String, String> {
-    match raw.trim() {
-        "" => Err("must not be empty".into()),
-        n if n.chars().count() > 255 => Err("must be at most 255 characters".into()),
-        n => Ok(n.to_owned()),
-    }
+    validation::required_text(raw, 255)
 }
 
 /// The base model named by id or name: registered, a base model (not an adapter), usable.
