@@ -675,10 +675,11 @@ async function modelFlow() {
     await pickOption(mainName)
     await field('chat-input').fill('Explain Fibonacci with a code block.')
     await page.locator('[data-testid="send"]').click()
-    await page.locator('[data-testid="stop"]').waitFor() // streaming has begun
-    await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 }) // and ended
+    // The fake may finish within a millisecond, before the stop button is ever drawn: wait for the
+    // answer and its finished badge, then for the input to be ready again.
     const answer = page.locator('[data-testid="msg-assistant"]').last()
-    await answer.locator('[data-testid="metrics-badge"]').waitFor()
+    await answer.locator('[data-testid="metrics-badge"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
+    await page.locator('[data-testid="send"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
     const md = answer.locator('.markdown')
     assert((await md.count()) > 0, 'no rendered answer')
     assert((await md.locator('script').count()) === 0, 'a <script> element made it into the answer')
