@@ -1,5 +1,10 @@
 //! Settings an admin changes while the platform runs, stored in `app_settings` as one JSON
 //! document; the config file only gives their initial values.
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -94,8 +99,32 @@ impl RuntimeSettings {
     }
 }
 
+/// How long a process trusts its copy of the settings. Changes made through this process apply
+/// at once (see [`update`]); another instance sharing the database sees them within this time.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The settings as last read, so that every chat request does not read the row again.
+#[derive(Default)]
+pub struct SettingsCache(Mutex<Option<(Instant, RuntimeSettings)>>);
+
+impl SettingsCache {
+    fn get(&self) -> Option<RuntimeSettings> {
+        let cached = self.0.lock().expect("settings cache lock");
+        cached.as_ref().filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, settings: &RuntimeSettings) {
+        *self.0.lock().expect("settings cache lock") = Some((Instant::now(), settings.clone()));
+    }
+}
+
 pub async fn load(state: &AppState) -> Result<RuntimeSettings, ApiError> {
-    load_from(&state.db, state).await
+    if let Some(settings) = state.runtime_settings.get() {
+        return Ok(settings);
+    }
+    let settings = load_from(&state.db, state).await?;
+    state.runtime_settings.put(&settings);
+    Ok(settings)
 }
 
 async fn load_from(db: &impl ConnectionTrait, state: &AppState) -> Result<RuntimeSettings, ApiError> {
@@ -112,7 +141,7 @@ async fn load_from(db: &impl ConnectionTrait, state: &AppState) -> Result<Runtim
 }
 
 pub async fn update(state: &AppState, patch: SettingsPatch) -> Result<RuntimeSettings, ApiError> {
-    let mut current = load(state).await?;
+    let mut current = load_from(&state.db, state).await?;
     let exists = app_settings::Entity::find_by_id(RUNTIME_KEY.to_owned()).one(&state.db).await?.is_some();
     if let Some(v) = patch.registration_open {
         current.registration_open = v;
@@ -152,6 +181,7 @@ pub async fn update(state: &AppState, patch: SettingsPatch) -> Result<RuntimeSet
         updated_at: Set(state.clock.now()),
     };
     if exists { row.update(&state.db).await?; } else { row.insert(&state.db).await?; }
+    state.runtime_settings.put(&current);
     Ok(current)
 }
 

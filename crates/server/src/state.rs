@@ -24,6 +24,8 @@ pub struct AppState {
     pub training: crate::training::Hub,
     /// Dataset token counters by model file, loaded once.
     pub tokenizers: crate::datasets::TokenizerCache,
+    /// The admin's runtime settings, read at most once a second.
+    pub runtime_settings: Arc<crate::runtime_settings::SettingsCache>,
 }
 
 impl AppState {

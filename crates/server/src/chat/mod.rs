@@ -41,7 +41,7 @@ use crate::{
     providers, routes::model_configs,
     state::AppState,
 };
-use store::entities::{chat_messages, chat_sessions, model_configs as configs, model_providers, system_prompts, users};
+use store::entities::{chat_messages, chat_sessions, model_configs as configs, system_prompts, users};
 
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ASSISTANT: &str = "assistant";
@@ -132,10 +132,17 @@ pub struct Delta<'a> {
     pub delta: &'a str,
 }
 
+/// At most this many bytes of waiting frames go out in one write.
+const COALESCE_BYTES: usize = 16 * 1024;
+
 /// An SSE response whose body is fed from `rx`; dropping the body drops `rx`, which the sender
-/// sees as `closed()`.
+/// sees as `closed()`. Frames that are already waiting when the connection is ready go out
+/// together: under load that is one write per batch instead of one per token.
 pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        Some((Ok::<_, Infallible>(coalesce(first, &mut rx)), rx))
+    });
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -143,6 +150,21 @@ pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response {
     // nginx would otherwise buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// `first` followed by the frames already waiting in `rx`, up to [`COALESCE_BYTES`].
+fn coalesce(first: Bytes, rx: &mut mpsc::Receiver<Bytes>) -> Bytes {
+    let Ok(second) = rx.try_recv() else { return first };
+    let mut batch = bytes::BytesMut::with_capacity(2 * (first.len() + second.len()));
+    batch.extend_from_slice(&first);
+    batch.extend_from_slice(&second);
+    while batch.len() < COALESCE_BYTES {
+        match rx.try_recv() {
+            Ok(next) => batch.extend_from_slice(&next),
+            Err(_) => break,
+        }
+    }
+    batch.freeze()
 }
 
 /// The `{code, message}` of an `error` event.
@@ -168,21 +190,18 @@ pub struct ResolvedModel {
 
 /// The caller's own, usable config; anything else is a 422 on `field`.
 pub async fn resolve_model(state: &AppState, user: &users::Model, field: &str, id: &str) -> ApiResult<ResolvedModel> {
-    let (config, usable) = model_configs::find_own_with_usability(state, user.id, id)
+    let found = model_configs::find_own_in_use(state, user.id, id)
         .await?
         .ok_or_else(|| ApiError::field(field, "no such model config"))?;
-    if !usable {
+    if !found.usable {
         return Err(ApiError::field(
             field,
             "this model config cannot be used now: it, its provider or its model is disabled or no longer offered",
         ));
     }
-    let provider = model_providers::Entity::find_by_id(config.provider_id.clone())
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::field(field, "the provider of this model config is gone"))?;
+    let provider = found.provider.ok_or_else(|| ApiError::field(field, "the provider of this model config is gone"))?;
     let provider = providers::client(state, &provider, Some(user)).await?;
-    Ok(ResolvedModel { config, provider })
+    Ok(ResolvedModel { config: found.config, provider })
 }
 
 /// The system prompt for a turn: typed text wins over a saved prompt, which must be the caller's
@@ -286,14 +305,26 @@ pub async fn settle_interrupted(db: &impl ConnectionTrait) -> Result<(), sea_orm
     Ok(())
 }
 
-/// One answer about to be streamed: its placeholder row already exists.
+/// One answer about to be streamed. Its row is created by the answer's task, while the request
+/// is already on its way upstream.
 pub struct Answer {
     pub session_id: i32,
     pub user_message_id: i32,
-    pub assistant: chat_messages::Model,
     pub model: ResolvedModel,
     pub request: ChatRequest,
     pub claim: Claim,
+    /// A new title for the session, written beside the stream (the first message names it).
+    pub title: Option<String>,
+}
+
+impl Answer {
+    /// The answer to the last message of `history` (the question, already saved), with the
+    /// system prompt in front.
+    pub fn to(history: &[chat_messages::Model], system: Option<&str>, model: ResolvedModel, claim: Claim) -> Self {
+        let question = history.last().expect("a history ending in the question");
+        let request = chat_request(&model.config, conversation(system, history));
+        Self { session_id: question.session_id, user_message_id: question.id, model, request, claim, title: None }
+    }
 }
 
 /// How an answer ended.
@@ -312,14 +343,50 @@ pub fn stream(state: AppState, answer: Answer) -> Response {
 }
 
 async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
-    let Answer { session_id, user_message_id, assistant, model, request, mut claim } = answer;
+    let Answer { session_id, user_message_id, model, request, mut claim, title } = answer;
     let started = Instant::now();
     let mut meter = Meter::start(started);
     let (mut content, mut reasoning) = (String::new(), String::new());
+
+    // The answer's row and the session's title are written while the request goes upstream, so
+    // the first token waits for neither. An event that arrives before the row exists waits here.
+    let mut upstream = model.provider.stream_chat(request);
+    let placeholder = async {
+        let renamed = async {
+            let Some(title) = title else { return };
+            let renamed = chat_sessions::ActiveModel { id: Set(session_id), title: Set(title), ..Default::default() }
+                .update(&state.db)
+                .await;
+            if let Err(err) = renamed {
+                tracing::warn!(error = %err, session_id, "naming a session after its first message failed");
+            }
+        };
+        let inserted = insert_message(&state, session_id, ROLE_ASSISTANT, String::new(), Some(&model.config));
+        tokio::join!(inserted, renamed).0
+    };
+    let mut placeholder = pin!(placeholder);
+    let mut early: Option<(Instant, Option<StreamEvent>)> = None;
+    let assistant = loop {
+        tokio::select! {
+            biased;
+            inserted = &mut placeholder => break inserted,
+            event = upstream.next(), if early.is_none() => early = Some((Instant::now(), event)),
+        }
+    };
+    let assistant = match assistant {
+        Ok(assistant) => assistant,
+        Err(err) => {
+            drop(upstream);
+            drop(claim);
+            tracing::error!(error = %err, session_id, "creating an answer's row failed");
+            let error = json!({"code": "save_failed", "message": "the answer could not be saved"});
+            let _ = tx.send(frame("error", &error)).await;
+            let _ = tx.send(frame("done", &json!({"finish_reason": "error", "metrics": meter.finish(Instant::now())}))).await;
+            return;
+        }
+    };
     let meta = json!({"session_id": session_id, "user_message_id": user_message_id,
         "assistant_message_id": assistant.id, "model": model.config.model_name, "model_config_id": model.config.id});
-
-    let mut upstream = model.provider.stream_chat(request);
     let mut pending = Some(frame("meta", &meta));
     let mut checkpoints = Checkpoints::new();
     let mut tick = pin!(tokio::time::sleep_until(checkpoints.due()));
@@ -333,19 +400,24 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
                 sent = tx.send(bytes) => if sent.is_err() { break Ending::Stopped { client_gone: true } },
             }
         }
-        let event = tokio::select! {
-            biased;
-            _ = claim.stopped() => break Ending::Stopped { client_gone: false },
-            _ = tx.closed() => break Ending::Stopped { client_gone: true },
-            () = &mut tick, if unsaved => {
-                let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
-                unsaved = !checkpoints.start(write);
-                tick.as_mut().reset(checkpoints.due());
-                continue;
+        let (now, event) = match early.take() {
+            Some(early) => early,
+            None => {
+                let event = tokio::select! {
+                    biased;
+                    _ = claim.stopped() => break Ending::Stopped { client_gone: false },
+                    _ = tx.closed() => break Ending::Stopped { client_gone: true },
+                    () = &mut tick, if unsaved => {
+                        let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
+                        unsaved = !checkpoints.start(write);
+                        tick.as_mut().reset(checkpoints.due());
+                        continue;
+                    }
+                    event = upstream.next() => event,
+                };
+                (Instant::now(), event)
             }
-            event = upstream.next() => event,
         };
-        let now = Instant::now();
         pending = Some(match event {
             Some(StreamEvent::Reasoning(delta)) => {
                 meter.reasoning(now);
@@ -420,5 +492,30 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
         if tx.send(bytes).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_frames_go_out_together_in_order_and_bounded() {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_EVENTS);
+        let alone = coalesce(Bytes::from_static(b"a"), &mut rx);
+        assert_eq!(&alone[..], b"a");
+        for part in [&b"b"[..], b"c", b"d"] {
+            tx.send(Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        assert_eq!(&coalesce(Bytes::from_static(b"a"), &mut rx)[..], b"abcd");
+
+        let big = Bytes::from(vec![b'x'; COALESCE_BYTES / 2 + 1]);
+        for _ in 0..4 {
+            tx.send(big.clone()).await.unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let batch = coalesce(first, &mut rx);
+        assert_eq!(batch.len(), 2 * big.len(), "stops once the batch is full");
+        assert_eq!(rx.recv().await.unwrap().len(), big.len(), "the rest waits for the next write");
     }
 }

@@ -190,12 +190,17 @@ async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<chat_ses
         .ok_or(ApiError::NotFound)
 }
 
-/// The session for a new answer, claimed so that no second answer streams into it.
+/// Claims the caller's session for a new answer, so that no second answer streams into it.
+fn claim(state: &AppState, session_id: i32) -> ApiResult<chat::Claim> {
+    state.answers.claim(session_id).ok_or_else(|| {
+        ApiError::conflict("answer_in_progress", "an answer is still streaming in this session; stop it first")
+    })
+}
+
+/// The session for a new answer, claimed.
 async fn claim_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<(chat_sessions::Model, chat::Claim)> {
     let session = find_own(state, user_id, id).await?;
-    let claim = state.answers.claim(session.id).ok_or_else(|| {
-        ApiError::conflict("answer_in_progress", "an answer is still streaming in this session; stop it first")
-    })?;
+    let claim = claim(state, session.id)?;
     Ok((session, claim))
 }
 
@@ -305,37 +310,26 @@ pub async fn send_message(
     Path(id): Path<i32>,
     JsonBody(req): JsonBody<SendMessageRequest>,
 ) -> ApiResult<Response> {
-    let (session, claim) = claim_own(&state, user.id, id).await?;
+    // Independent lookups, in one round trip: this path runs before every first token.
+    let (session, model, system) = tokio::join!(
+        find_own(&state, user.id, id),
+        chat::resolve_model(&state, &user, "model_config_id", &req.model_config_id),
+        chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()),
+    );
+    let session = session?;
     let mut checks = Checks::default();
     let content = checks.check("content", parse_content(&req.content));
     checks.finish()?;
-    let model = chat::resolve_model(&state, &user, "model_config_id", &req.model_config_id).await?;
-    let system = chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()).await?;
+    let (model, system) = (model?, system?);
+    let claim = claim(&state, session.id)?;
     let content = content.expect("checked");
 
     // The question is saved before anything goes upstream.
-    if session.title == DEFAULT_TITLE {
-        let mut active = session.clone().into_active_model();
-        active.title = Set(title_from(&content));
-        active.update(&state.db).await?;
-    }
+    let mut history = chat::messages(&state.db, session.id).await?;
+    let title = (session.title == DEFAULT_TITLE).then(|| title_from(&content));
     let question = chat::insert_message(&state, session.id, ROLE_USER, content, None).await?;
-    start_answer(state, session.id, question.id, model, system, claim).await
-}
-
-/// Creates the answer's row and starts streaming into it, with the session's history up to now.
-async fn start_answer(
-    state: AppState,
-    session_id: i32,
-    user_message_id: i32,
-    model: chat::ResolvedModel,
-    system: Option<String>,
-    claim: chat::Claim,
-) -> ApiResult<Response> {
-    let history = chat::messages(&state.db, session_id).await?;
-    let request = chat::chat_request(&model.config, chat::conversation(system.as_deref(), &history));
-    let assistant = chat::insert_message(&state, session_id, ROLE_ASSISTANT, String::new(), Some(&model.config)).await?;
-    let answer = Answer { session_id, user_message_id, assistant, model, request, claim };
+    history.push(question);
+    let answer = Answer { title, ..Answer::to(&history, system.as_deref(), model, claim) };
     Ok(chat::stream(state, answer))
 }
 
@@ -362,7 +356,7 @@ pub async fn regenerate(
     let system = chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()).await?;
     let question_id = history[question_at].id;
     delete_after(&state, session.id, question_id).await?;
-    start_answer(state, session.id, question_id, model, system, claim).await
+    Ok(chat::stream(state, Answer::to(&history[..=question_at], system.as_deref(), model, claim)))
 }
 
 #[utoipa::path(put, path = "/api/chat/sessions/{id}/messages/{message_id}", tag = "chat", security(("bearer" = [])), request_body = EditMessageRequest,
@@ -393,7 +387,8 @@ pub async fn edit_message(
     active.content = Set(content.expect("checked"));
     let message = active.update(&state.db).await?;
     delete_after(&state, session.id, message.id).await?;
-    start_answer(state, session.id, message.id, model, system, claim).await
+    let history = chat::messages(&state.db, session.id).await?;
+    Ok(chat::stream(state, Answer::to(&history, system.as_deref(), model, claim)))
 }
 
 /// Deletes the session's messages that came after `message_id`.

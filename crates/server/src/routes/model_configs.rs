@@ -1,6 +1,6 @@
 //! `/api/model-configs/*`: a user's own parameters for calling one provider model (R-PROV-4).
 //! Another user's config is a 404, never a 403: its existence is not disclosed.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
@@ -172,8 +172,18 @@ fn parse_top_k(value: f64) -> Result<f64, String> {
     }
 }
 
-/// Whether each (provider, model) pair can be used now: provider enabled, model enabled and
-/// still listed by the provider.
+/// Whether a config on this provider and provider model can be used to chat now: provider
+/// enabled, model enabled and still listed by the provider.
+fn usable(provider: &model_providers::Model, model: &provider_models::Model) -> bool {
+    provider.status == STATUS_ENABLED && model.status == STATUS_ENABLED && model.available
+}
+
+/// The `provider_models` row id of a provider's model.
+fn provider_model_id(provider_id: &str, model_id: &str) -> String {
+    format!("{provider_id}:{model_id}")
+}
+
+/// The (provider, model) pairs of `configs` that can be used now.
 async fn usability(
     db: &impl ConnectionTrait,
     configs: &[model_configs::Model],
@@ -183,29 +193,27 @@ async fn usability(
     if provider_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let enabled: HashSet<String> = model_providers::Entity::find()
+    let providers: HashMap<String, model_providers::Model> = model_providers::Entity::find()
         .filter(model_providers::Column::Id.is_in(provider_ids))
-        .filter(model_providers::Column::Status.eq(STATUS_ENABLED))
         .all(db)
         .await?
         .into_iter()
-        .map(|p| p.id)
+        .map(|p| (p.id.clone(), p))
         .collect();
     let model_row_ids: Vec<String> = configs
         .iter()
-        .filter(|c| enabled.contains(&c.provider_id))
-        .map(|c| format!("{}:{}", c.provider_id, c.model_id))
+        .filter(|c| providers.contains_key(&c.provider_id))
+        .map(|c| provider_model_id(&c.provider_id, &c.model_id))
         .collect();
     if model_row_ids.is_empty() {
         return Ok(HashSet::new());
     }
     Ok(provider_models::Entity::find()
         .filter(provider_models::Column::Id.is_in(model_row_ids))
-        .filter(provider_models::Column::Status.eq(STATUS_ENABLED))
-        .filter(provider_models::Column::Available.eq(true))
         .all(db)
         .await?
         .into_iter()
+        .filter(|m| providers.get(&m.provider_id).is_some_and(|p| usable(p, m)))
         .map(|m| (m.provider_id, m.model_id))
         .collect())
 }
@@ -229,19 +237,28 @@ async fn view(db: &impl ConnectionTrait, config: model_configs::Model) -> Result
     Ok(views(db, vec![config]).await?.pop().expect("one config in, one view out"))
 }
 
-/// The caller's own config with whether it can be used to chat now; `None` for an unknown id or
-/// someone else's config.
-pub(crate) async fn find_own_with_usability(
-    state: &AppState,
-    user_id: i32,
-    id: &str,
-) -> ApiResult<Option<(model_configs::Model, bool)>> {
+/// One of the caller's configs with its provider, as a chat needs them.
+pub(crate) struct ConfigInUse {
+    pub config: model_configs::Model,
+    /// `None` once the provider is deleted.
+    pub provider: Option<model_providers::Model>,
+    /// Whether it can be used to chat now.
+    pub usable: bool,
+}
+
+/// The caller's own config with its provider and whether it can be used to chat now; `None` for
+/// an unknown id or someone else's config. Two round trips: this runs before every answer.
+pub(crate) async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) -> ApiResult<Option<ConfigInUse>> {
     let Some(config) = model_configs::Entity::find_by_id(id.to_owned()).one(&state.db).await?.filter(|c| c.user_id == user_id)
     else {
         return Ok(None);
     };
-    let usable = view(&state.db, config.clone()).await?.usable;
-    Ok(Some((config, usable)))
+    let (provider, model) = tokio::try_join!(
+        model_providers::Entity::find_by_id(config.provider_id.clone()).one(&state.db),
+        provider_models::Entity::find_by_id(provider_model_id(&config.provider_id, &config.model_id)).one(&state.db),
+    )?;
+    let usable = config.status == STATUS_ENABLED && matches!((&provider, &model), (Some(p), Some(m)) if usable(p, m));
+    Ok(Some(ConfigInUse { config, provider, usable }))
 }
 
 /// The caller's own config; anyone else's is a 404.

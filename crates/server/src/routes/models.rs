@@ -311,8 +311,10 @@ pub async fn model_config(
         .all(&state.db)
         .await?;
     for config in existing {
-        if let Some((config, true)) = model_configs::find_own_with_usability(&state, user.id, &config.id).await? {
-            return Ok((StatusCode::OK, Json(model_configs::view_of(&state.db, config).await?)));
+        if let Some(found) = model_configs::find_own_in_use(&state, user.id, &config.id).await?
+            && found.usable
+        {
+            return Ok((StatusCode::OK, Json(model_configs::view_of(&state.db, found.config).await?)));
         }
     }
     let req = CreateModelConfigRequest {
