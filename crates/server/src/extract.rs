@@ -105,20 +105,45 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let claims = state.tokens.verify_access(token.trim(), state.clock.now())?;
+        let user_id = bearer_user_id(parts, state)?;
         use sea_orm::EntityTrait;
-        let user = users::Entity::find_by_id(claims.user_id())
+        let user = users::Entity::find_by_id(user_id)
             .one(&state.db)
             .await?
             .filter(|u| u.is_active)
             .ok_or(ApiError::Unauthorized("the account is disabled or gone"))?;
         Ok(AuthUser(user))
+    }
+}
+
+/// The user id of a valid bearer access token.
+fn bearer_user_id(parts: &Parts, state: &AppState) -> Result<i32, ApiError> {
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+    Ok(state.tokens.verify_access(token.trim(), state.clock.now())?.user_id())
+}
+
+/// An [`AuthUser`] whose account may be a copy read less than a second ago
+/// ([`crate::users::AccountCache`]): for the endpoints that stream answers, whose first token
+/// should not wait for the account row. Only the id and role are used there.
+#[derive(Debug, Clone)]
+pub struct StreamingUser(pub users::Model);
+
+impl FromRequestParts<AppState> for StreamingUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user_id = bearer_user_id(parts, state)?;
+        if let Some(user) = state.accounts.get(user_id) {
+            return Ok(StreamingUser(user));
+        }
+        let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
+        state.accounts.put(&user);
+        Ok(StreamingUser(user))
     }
 }
 

@@ -66,6 +66,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         training: training::Hub::default(),
         tokenizers: datasets::TokenizerCache::default(),
         runtime_settings: Arc::default(),
+        accounts: Arc::default(),
         clock,
         settings: Arc::new(settings),
     };

@@ -26,6 +26,8 @@ pub struct AppState {
     pub tokenizers: crate::datasets::TokenizerCache,
     /// The admin's runtime settings, read at most once a second.
     pub runtime_settings: Arc<crate::runtime_settings::SettingsCache>,
+    /// Accounts as the streaming endpoints last read them.
+    pub accounts: Arc<crate::users::AccountCache>,
 }
 
 impl AppState {

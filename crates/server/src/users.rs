@@ -189,3 +189,37 @@ mod tests {
         assert_eq!(fields.keys().collect::<Vec<_>>(), ["email", "password", "role"]);
     }
 }
+
+/// How long a streaming endpoint trusts its copy of an account (see [`AccountCache`]).
+pub const ACCOUNT_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// Accounts kept at most; beyond, expired copies are dropped first.
+const ACCOUNT_CACHE_SIZE: usize = 4096;
+
+/// Copies of recently seen accounts, so that the endpoints that stream answers do not read the
+/// account row again before every first token. A role change or a disabled account through this
+/// process applies at once ([`AccountCache::forget`]); through another instance sharing the
+/// database, within [`ACCOUNT_CACHE_FOR`].
+#[derive(Default)]
+pub struct AccountCache(std::sync::Mutex<std::collections::HashMap<i32, (std::time::Instant, users::Model)>>);
+
+impl AccountCache {
+    pub fn get(&self, id: i32) -> Option<users::Model> {
+        let cache = self.0.lock().expect("account cache lock");
+        cache.get(&id).filter(|(at, _)| at.elapsed() < ACCOUNT_CACHE_FOR).map(|(_, user)| user.clone())
+    }
+
+    pub fn put(&self, user: &users::Model) {
+        let mut cache = self.0.lock().expect("account cache lock");
+        if cache.len() >= ACCOUNT_CACHE_SIZE {
+            cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_CACHE_FOR);
+            if cache.len() >= ACCOUNT_CACHE_SIZE {
+                cache.clear();
+            }
+        }
+        cache.insert(user.id, (std::time::Instant::now(), user.clone()));
+    }
+
+    pub fn forget(&self, id: i32) {
+        self.0.lock().expect("account cache lock").remove(&id);
+    }
+}

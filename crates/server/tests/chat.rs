@@ -24,6 +24,7 @@ on_all_backends!(
     export_as_markdown_and_json,
     other_users_sessions_do_not_exist,
     bad_input_is_a_422,
+    a_disabled_account_cannot_stream_even_just_after_streaming,
 );
 
 /// Upper bound for anything that should take milliseconds; a hang fails the test instead.
@@ -416,8 +417,13 @@ async fn an_answer_is_saved_while_it_streams(app: TestApp) {
     assert_eq!(checkpoint.finish_reason, None);
     assert!(checkpoint.content.starts_with("tick ") && checkpoint.content.len() > "tick ".len(), "{:?}", checkpoint.content);
 
-    // The stream goes on after the checkpoint, and the final write still sets everything.
+    // The stream goes on after the checkpoint (read until the client has more than was saved:
+    // what it has read so far may all be in the checkpoint), and the final write still sets
+    // everything.
     seen.extend(until_content(&mut events).await);
+    while joined(&seen, "content").len() <= checkpoint.content.len() {
+        seen.extend(until_content(&mut events).await);
+    }
     let stopped = app.call(Method::POST, &format!("/api/chat/sessions/{session}/stop"), Some(&chat.token), None).await;
     assert_eq!(stopped.status, StatusCode::NO_CONTENT);
     seen.extend(events.rest().await);
@@ -640,4 +646,25 @@ async fn bad_input_is_a_422(app: TestApp) {
     assert_eq!(field(&app.get("/api/chat/sessions?page_size=0", &chat.token).await), ["page_size"]);
     let res = app.get("/api/chat/sessions/abc", &chat.token).await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
+}
+
+/// The streaming endpoints keep a copy of the account for a second; disabling it through the
+/// admin API still takes effect at once.
+async fn a_disabled_account_cannot_stream_even_just_after_streaming(app: TestApp) {
+    let chat = setup(&app).await;
+    let session = new_session(&app, &chat.token).await;
+    let events = send(&app, &chat.token, session, "hi", chat.config("fake-normal")).await;
+    assert_eq!(names(&events).last(), Some(&"done"));
+
+    let (admin, _) = app.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+    let users = app.get("/api/admin/users?q=ann@example.com", &admin).await;
+    let ann = users.json["items"][0]["id"].as_i64().unwrap();
+    let res = app.call(Method::PATCH, &format!("/api/admin/users/{ann}"), Some(&admin), Some(json!({"is_active": false}))).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let path = format!("/api/chat/sessions/{session}/messages");
+    let res = app.post(&path, Some(&chat.token), json!({"content": "again", "model_config_id": chat.config("fake-normal")})).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    let res = app.post("/api/comparisons", Some(&chat.token), json!({"input": "x", "model_config_ids": [chat.config("fake-normal"), chat.config("fake-think")]})).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
 }

@@ -16,6 +16,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     options
         .max_connections(if url.starts_with("sqlite:") { 8 } else { 16 })
         .connect_timeout(Duration::from_secs(10))
+        // sqlx pings every connection it hands out by default: one more round trip per query
+        // (a thread hop for SQLite). Only a connection idle this long may have been dropped.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     // Set on every pooled connection (a PRAGMA run through the pool reaches only one of them).
     // WAL lets readers proceed during a write; the busy timeout makes writers wait instead of

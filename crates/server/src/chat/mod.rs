@@ -364,7 +364,9 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
         let inserted = insert_message(&state, session_id, ROLE_ASSISTANT, String::new(), Some(&model.config));
         tokio::join!(inserted, renamed).0
     };
-    let mut placeholder = pin!(placeholder);
+    // Boxed: a database future is large, and the stream's task would otherwise keep room for it
+    // for as long as the answer streams.
+    let mut placeholder = Box::pin(placeholder);
     let mut early: Option<(Instant, Option<StreamEvent>)> = None;
     let assistant = loop {
         tokio::select! {
@@ -373,6 +375,7 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
             event = upstream.next(), if early.is_none() => early = Some((Instant::now(), event)),
         }
     };
+    drop(placeholder);
     let assistant = match assistant {
         Ok(assistant) => assistant,
         Err(err) => {

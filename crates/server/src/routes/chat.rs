@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     chat::{self, Answer, Metrics, ROLE_ASSISTANT, ROLE_USER},
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AuthUser, JsonBody, Path, Query},
+    extract::{AuthUser, StreamingUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery, contains_ci},
     state::AppState,
     validation::{self, Checks},
@@ -306,7 +306,7 @@ pub async fn list_messages(
         (status = 422, body = ErrorBody)))]
 pub async fn send_message(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    StreamingUser(user): StreamingUser,
     Path(id): Path<i32>,
     JsonBody(req): JsonBody<SendMessageRequest>,
 ) -> ApiResult<Response> {
@@ -338,7 +338,7 @@ pub async fn send_message(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn regenerate(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    StreamingUser(user): StreamingUser,
     Path(id): Path<i32>,
     JsonBody(req): JsonBody<RegenerateRequest>,
 ) -> ApiResult<Response> {
@@ -364,7 +364,7 @@ pub async fn regenerate(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn edit_message(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    StreamingUser(user): StreamingUser,
     Path((id, message_id)): Path<(i32, i32)>,
     JsonBody(req): JsonBody<EditMessageRequest>,
 ) -> ApiResult<Response> {

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     chat::{self, comparison::ComparisonResult},
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AuthUser, JsonBody, Path, Query},
+    extract::{AuthUser, StreamingUser, JsonBody, Path, Query},
     pagination::{Page, PageQuery, contains_ci},
     routes::prompts,
     state::AppState,
@@ -133,7 +133,7 @@ fn conversation(system_prompt: Option<&str>, input: &str) -> Vec<ChatMessage> {
         (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    StreamingUser(user): StreamingUser,
     JsonBody(req): JsonBody<ComparisonRequest>,
 ) -> ApiResult<Response> {
     let test_prompt = match req.test_prompt_id {
@@ -178,7 +178,7 @@ pub async fn create(
 #[utoipa::path(post, path = "/api/comparisons/{id}/rerun", tag = "comparisons", security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream", description = "as for a new comparison; the saved results are replaced"),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "a config is gone or unusable")))]
-pub async fn rerun(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<i32>) -> ApiResult<Response> {
+pub async fn rerun(State(state): State<AppState>, StreamingUser(user): StreamingUser, Path(id): Path<i32>) -> ApiResult<Response> {
     let test = find_own(&state, user.id, id).await?;
     let ids = ComparisonView::from(test.clone()).model_config_ids;
     let models = resolve_models(&state, &user, &ids).await?;
