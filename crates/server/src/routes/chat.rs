@@ -324,10 +324,14 @@ pub async fn send_message(
     let claim = claim(&state, session.id)?;
     let content = content.expect("checked");
 
-    // The question is saved before anything goes upstream.
-    let mut history = chat::messages(&state.db, session.id).await?;
+    // The question is saved before anything goes upstream. The history is read beside that
+    // write (the session is claimed: nothing else changes it), with or without the question.
     let title = (session.title == DEFAULT_TITLE).then(|| title_from(&content));
-    let question = chat::insert_message(&state, session.id, ROLE_USER, content, None).await?;
+    let (history, question) =
+        tokio::join!(chat::messages(&state.db, session.id), chat::insert_message(&state, session.id, ROLE_USER, content, None));
+    let question = question?;
+    let mut history = history?;
+    history.retain(|m| m.id != question.id);
     history.push(question);
     let answer = Answer { title, ..Answer::to(&history, system.as_deref(), model, claim) };
     Ok(chat::stream(state, answer))
