@@ -327,6 +327,26 @@ impl Answer {
     }
 }
 
+/// Inserts the answer's (empty, streaming) row and, beside it, names the session.
+async fn create_answer_row(
+    state: &AppState,
+    session_id: i32,
+    config: &configs::Model,
+    title: Option<String>,
+) -> Result<chat_messages::Model, sea_orm::DbErr> {
+    let renamed = async {
+        let Some(title) = title else { return };
+        let renamed = chat_sessions::ActiveModel { id: Set(session_id), title: Set(title), ..Default::default() }
+            .update(&state.db)
+            .await;
+        if let Err(err) = renamed {
+            tracing::warn!(error = %err, session_id, "naming a session after its first message failed");
+        }
+    };
+    let inserted = insert_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config));
+    tokio::join!(inserted, renamed).0
+}
+
 /// How an answer ended.
 enum Ending {
     Finished(String),
@@ -351,22 +371,9 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
     // The answer's row and the session's title are written while the request goes upstream, so
     // the first token waits for neither. An event that arrives before the row exists waits here.
     let mut upstream = model.provider.stream_chat(request);
-    let placeholder = async {
-        let renamed = async {
-            let Some(title) = title else { return };
-            let renamed = chat_sessions::ActiveModel { id: Set(session_id), title: Set(title), ..Default::default() }
-                .update(&state.db)
-                .await;
-            if let Err(err) = renamed {
-                tracing::warn!(error = %err, session_id, "naming a session after its first message failed");
-            }
-        };
-        let inserted = insert_message(&state, session_id, ROLE_ASSISTANT, String::new(), Some(&model.config));
-        tokio::join!(inserted, renamed).0
-    };
     // Boxed: a database future is large, and the stream's task would otherwise keep room for it
     // for as long as the answer streams.
-    let mut placeholder = Box::pin(placeholder);
+    let mut placeholder = Box::pin(create_answer_row(&state, session_id, &model.config, title));
     let mut early: Option<(Instant, Option<StreamEvent>)> = None;
     let assistant = loop {
         tokio::select! {
