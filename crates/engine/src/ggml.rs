@@ -223,7 +223,9 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
         let (keys, values) = (&k[kv_base..kv_base + s * hd], &v[kv_base..kv_base + s * hd]);
         let mut w = vec![f32::NEG_INFINITY; s.div_ceil(16) * 16];
         let mut p = vec![0f32; w.len()];
-        let mut acc = vec![[0f32; 16]; 4 * hd];
+        // P·V accumulators `[group][lane][element]`: position j adds its whole row of V into
+        // lane j mod 16 of its group, one contiguous (vectorisable) pass per position.
+        let mut acc = vec![0f32; 4 * 16 * hd];
         {
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
                 let qi = &q[(bh * t + i) * hd..(bh * t + i + 1) * hd];
@@ -234,7 +236,9 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
                 }
                 let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let mut sum = 0f64;
-                for (pc, wc) in p.chunks_exact_mut(16).zip(w.chunks_exact(16)) {
+                // Chunks past the visible positions would only add exact zeros.
+                let live = visible.div_ceil(16) * 16;
+                for (pc, wc) in p[..live].chunks_exact_mut(16).zip(w.chunks_exact(16)) {
                     let mut e = [0f32; 16];
                     for lane in 0..16 {
                         e[lane] = expf(wc[lane] - max);
@@ -243,31 +247,52 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
                     sum += reduce16(&e) as f64;
                 }
                 let inv = (1.0 / sum) as f32;
-                for x in p.iter_mut() {
+                for x in p[..visible].iter_mut() {
                     *x = f16::from_f32(*x * inv).to_f32();
                 }
                 // P·V: for each output element, lane j mod 16 accumulates position j (masked
-                // positions would add exact zeros). Positions outer, elements inner: the same
-                // per-lane order, over contiguous rows of V.
+                // positions would add exact zeros).
                 // With one query llama.cpp's `ggml_vec_dot_f16` runs instead: four 16-lane
                 // accumulators, position j in accumulator (j / 16) mod 4, folded pairwise.
                 let groups = if t > 1 { 1 } else { 4 };
-                acc.fill([0f32; 16]);
+                acc[..groups * 16 * hd].fill(0.0);
                 for (j, (&pj, vj)) in p.iter().zip(values.chunks_exact(hd)).take(visible).enumerate() {
                     let (g, lane) = ((j / 16) % groups, j % 16);
-                    for (a, &x) in acc[g * hd..(g + 1) * hd].iter_mut().zip(vj) {
-                        a[lane] = x.mul_add(pj, a[lane]);
+                    let a = &mut acc[(g * 16 + lane) * hd..(g * 16 + lane + 1) * hd];
+                    for (a, &x) in a.iter_mut().zip(vj) {
+                        *a = x.mul_add(pj, *a);
                     }
                 }
-                for (d, o) in o.iter_mut().enumerate() {
-                    *o = if groups == 1 {
-                        reduce16(&acc[d])
-                    } else {
-                        reduce16(&fold4(&acc[d], &acc[hd + d], &acc[2 * hd + d], &acc[3 * hd + d]))
-                    };
+                if groups == 4 {
+                    let (g01, g23) = acc.split_at_mut(2 * 16 * hd);
+                    let (g0, g1) = g01.split_at_mut(16 * hd);
+                    let (g2, g3) = g23.split_at_mut(16 * hd);
+                    for (((a0, a1), a2), a3) in g0.iter_mut().zip(&*g1).zip(&*g2).zip(&*g3) {
+                        *a0 = (*a0 + a2) + (*a1 + a3);
+                    }
                 }
+                reduce16_rows(&mut acc[..16 * hd], hd, o);
             }
         }
+    }
+}
+
+/// [`reduce16`] of every column of a `[16, n]` block (clobbered), one row operation at a time.
+#[inline(always)]
+fn reduce16_rows(block: &mut [f32], n: usize, out: &mut [f32]) {
+    let (lo, hi) = block.split_at_mut(8 * n);
+    for (l, h) in lo.iter_mut().zip(&*hi) {
+        *l = *h + *l;
+    }
+    let (lo, hi) = lo[..8 * n].split_at_mut(4 * n);
+    for (l, h) in lo.iter_mut().zip(&*hi) {
+        *l = *h + *l;
+    }
+    let (r0, rest) = lo.split_at(n);
+    let (r1, rest) = rest.split_at(n);
+    let (r2, r3) = rest.split_at(n);
+    for ((((o, a), b), c), d) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(&r3[..n]) {
+        *o = (a + c) + (b + d);
     }
 }
 
@@ -313,5 +338,18 @@ mod tests {
     fn reduce16_folds_halves() {
         let l: [f32; 16] = std::array::from_fn(|i| i as f32);
         assert_eq!(reduce16(&l), 120.0);
+    }
+
+    #[test]
+    fn reduce16_rows_is_reduce16_per_column() {
+        let n = 5;
+        let mut rng = crate::sampling::Rng::new(3);
+        let block: Vec<f32> = (0..16 * n).map(|_| rng.normal() * 1e3).collect();
+        let mut out = vec![0f32; n];
+        reduce16_rows(&mut block.clone(), n, &mut out);
+        for (d, o) in out.iter().enumerate() {
+            let lanes: [f32; 16] = std::array::from_fn(|l| block[l * n + d]);
+            assert_eq!(o.to_bits(), reduce16(&lanes).to_bits(), "column {d}");
+        }
     }
 }

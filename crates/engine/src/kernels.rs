@@ -72,118 +72,152 @@ impl QuantWeight {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, lora: Option<&HostLora>) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = self.in_features;
-        let n = self.out_features;
-        let m = x.elem_count() / k;
-        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let data = self.tensor.data()?;
-        let weights: &[u8] = &data;
-        let q8_0 = self.tensor.dtype() == GgmlDType::Q8_0;
-        let mut out = match select_tile(q8_0) {
-            Some(tile) if m > 1 => matmul_tiled(weights, &xs, m, n, k, tile),
-            _ => matmul_rows(weights, &xs, m, n, k, q8_0),
-        };
+        let [y] = forward_shared([(self, lora)], x)?;
+        Ok(y)
+    }
+}
+
+/// `x · Wᵀ (+ LoRA)` for several weights over the same input `x [.., k]` (q/k/v, gate/up):
+/// the activations are quantized once and all the matmuls share one parallel pass, which saves
+/// a quantization and a pool hand-off per extra weight.
+pub(crate) fn forward_shared<const N: usize>(
+    weights: [(&QuantWeight, Option<&HostLora>); N],
+    x: &Tensor,
+) -> candle_core::Result<[Tensor; N]> {
+    let k = weights[0].0.in_features;
+    if weights.iter().any(|(w, _)| w.in_features != k) {
+        candle_core::bail!("forward_shared: weights of different input sizes");
+    }
+    let m = x.elem_count() / k;
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let data: Vec<_> = weights.iter().map(|(w, _)| w.tensor.data()).collect::<candle_core::Result<_>>()?;
+    let mats: Vec<Matrix> = weights
+        .iter()
+        .zip(&data)
+        .map(|((w, _), d)| Matrix { data: d, rows: w.out_features, q8_0: w.tensor.dtype() == GgmlDType::Q8_0 })
+        .collect();
+    let mut outs = matmul_shared(&mats, &xs, m, k);
+    let mut tensors = Vec::with_capacity(N);
+    for ((w, lora), mut out) in weights.iter().zip(outs.drain(..)) {
+        let n = w.out_features;
         if let Some(l) = lora {
-            let mut t = vec![0f32; l.r];
-            for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-                for (tj, a) in t.iter_mut().zip(l.a.chunks_exact(k)) {
-                    *tj = a.iter().zip(x).map(|(a, x)| a * x).sum();
-                }
-                for (y, b) in y.iter_mut().zip(l.b.chunks_exact(l.r)) {
-                    *y += l.scale * b.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
-                }
-            }
+            add_lora(&mut out, &xs, k, n, l);
         }
-        let mut out_dims = dims;
-        *out_dims.last_mut().unwrap() = n;
-        Tensor::from_vec(out, out_dims, &Device::Cpu)
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = n;
+        tensors.push(Tensor::from_vec(out, dims, &Device::Cpu)?);
+    }
+    Ok(tensors.try_into().expect("one output per weight"))
+}
+
+fn add_lora(out: &mut [f32], xs: &[f32], k: usize, n: usize, l: &HostLora) {
+    let mut t = vec![0f32; l.r];
+    for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+        for (tj, a) in t.iter_mut().zip(l.a.chunks_exact(k)) {
+            *tj = a.iter().zip(x).map(|(a, x)| a * x).sum();
+        }
+        for (y, b) in y.iter_mut().zip(l.b.chunks_exact(l.r)) {
+            *y += l.scale * b.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
+        }
     }
 }
 
-/// Runs `work` over `dst` in chunks of `chunk` elements, on the pool when it has threads to spare.
-fn for_each_chunk(dst: &mut [f32], chunk: usize, work: impl Fn((usize, &mut [f32])) + Send + Sync) {
-    // A pool hand-off per matmul costs more than it saves with one thread.
+/// One quantized weight matrix `[rows, k]` in GGUF block layout.
+struct Matrix<'a> {
+    data: &'a [u8],
+    rows: usize,
+    q8_0: bool,
+}
+
+/// Weight rows per parallel task: a task's weights stay in L1 while every group of activation
+/// rows passes over them, and its outputs fill whole cache lines.
+const TASK_ROWS: usize = 16;
+
+/// Activations quantized the way the kernels read them.
+enum Activations {
+    /// Row after row (one-row kernels).
+    Rows(Vec<BlockQ8_1>),
+    /// Groups of four rows interleaved block by block (the tiled kernel).
+    Groups(Vec<BlockQ8_1x4>, TileFn),
+}
+
+/// `x [m, k] · Wᵀ` for each matrix, outputs row-major `[m, rows]`. Several activation rows
+/// with Q4_1 weights on AVX2 take the tiled kernel: two weight rows by four activation rows per
+/// call, so each unpacked weight block meets four rows and each activation block two weight
+/// rows. Otherwise (decoding, Q8_0, CPUs without AVX2) one weight row meets one activation row
+/// at a time. Every output is the one-row kernel's arithmetic either way.
+fn matmul_shared(mats: &[Matrix], xs: &[f32], m: usize, k: usize) -> Vec<Vec<f32>> {
+    let blocks_per_row = k / QK;
+    let tile = select_tile(false).filter(|_| m > 1 && mats.iter().all(|w| !w.q8_0));
+    let acts = match tile {
+        Some(tile) => Activations::Groups(quantize_groups(xs, m, k), tile),
+        None => Activations::Rows(xs.chunks_exact(QK).map(quantize_block).collect()),
+    };
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
+    let dsts: Vec<OutputColumns> = outs.iter_mut().map(|o| OutputColumns(o.as_mut_ptr())).collect();
+    let tasks: Vec<(usize, usize)> = mats
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| (0..w.rows).step_by(TASK_ROWS).map(move |first| (i, first)))
+        .collect();
+    let dots = [select_kernel(false), select_kernel(true)];
+    let work = |&(i, first): &(usize, usize)| {
+        let (mat, dst) = (&mats[i], &dsts[i]);
+        let n = mat.rows;
+        let end = (first + TASK_ROWS).min(n);
+        let row_bytes = blocks_per_row * if mat.q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
+        let w = |col: usize| &mat.data[col * row_bytes..(col + 1) * row_bytes];
+        match &acts {
+            Activations::Groups(acts, tile) => {
+                for (g, group) in acts.chunks_exact(blocks_per_row).enumerate() {
+                    let rows = (m - g * 4).min(4);
+                    for col in (first..end).step_by(2) {
+                        let pair = col + 1 < end;
+                        let y = tile(w(col), if pair { w(col + 1) } else { w(col) }, group);
+                        for (c, y) in y.iter().enumerate().take(if pair { 2 } else { 1 }) {
+                            for (r, &v) in y.iter().enumerate().take(rows) {
+                                // SAFETY: (g·4 + r, col + c) is inside the output (r < rows,
+                                // col + c < n), and only this task writes columns first..end.
+                                unsafe { dst.write((g * 4 + r) * n + col + c, v) };
+                            }
+                        }
+                    }
+                }
+            }
+            Activations::Rows(acts) => {
+                let dot = dots[mat.q8_0 as usize];
+                for col in first..end {
+                    for (r, act) in acts.chunks_exact(blocks_per_row).enumerate() {
+                        // SAFETY: as above, with r < m.
+                        unsafe { dst.write(r * n + col, dot(w(col), act)) };
+                    }
+                }
+            }
+        }
+    };
+    // A pool hand-off costs more than it saves with one thread.
     if rayon::current_num_threads() > 1 {
-        dst.par_chunks_mut(chunk).enumerate().for_each(work);
+        tasks.par_iter().for_each(work);
     } else {
-        dst.chunks_mut(chunk).enumerate().for_each(work);
+        tasks.iter().for_each(work);
     }
+    outs
 }
 
-/// `x [m, k] · Wᵀ` one weight row against one activation row at a time (decoding, Q8_0, and
-/// CPUs without AVX2).
-fn matmul_rows(weights: &[u8], xs: &[f32], m: usize, n: usize, k: usize, q8_0: bool) -> Vec<f32> {
-    let blocks_per_row = k / QK;
-    let acts: Vec<BlockQ8_1> = xs.chunks_exact(QK).map(quantize_block).collect();
-    let row_bytes = blocks_per_row * if q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
-    let dot = select_kernel(q8_0);
-    let mut out_t = vec![0f32; n * m];
-    for_each_chunk(&mut out_t, m * 16, |(chunk, dst)| {
-        for (r, dst_row) in dst.chunks_mut(m).enumerate() {
-            let row = chunk * 16 + r;
-            let w = &weights[row * row_bytes..(row + 1) * row_bytes];
-            for (j, d) in dst_row.iter_mut().enumerate() {
-                *d = dot(w, &acts[j * blocks_per_row..(j + 1) * blocks_per_row]);
-            }
-        }
-    });
-    transpose(out_t, m, n)
-}
+/// An output of [`matmul_shared`], shared by tasks that each write their own columns: an output
+/// row-major `[m, n]` directly saves a transposing pass whose writes are strided.
+#[derive(Clone, Copy)]
+struct OutputColumns(*mut f32);
+// SAFETY: tasks write disjoint elements, and the buffer outlives the parallel loop.
+unsafe impl Send for OutputColumns {}
+unsafe impl Sync for OutputColumns {}
 
-/// `[n, m]` → `[m, n]`.
-fn transpose(out_t: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
-    if m == 1 {
-        return out_t;
+impl OutputColumns {
+    /// SAFETY: `at` must be inside the buffer and written by no other task.
+    unsafe fn write(&self, at: usize, v: f32) {
+        // SAFETY: as the caller promises.
+        unsafe { self.0.add(at).write(v) }
     }
-    let mut out = vec![0f32; m * n];
-    for (row, col) in out_t.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            out[i * n + row] = *v;
-        }
-    }
-    out
-}
-
-/// Weight rows per parallel task in the tiled matmul: enough that a task's weights stay in L1
-/// while every group of activation rows passes over them.
-const TILE_CHUNK_ROWS: usize = 16;
-
-/// `x [m, k] · Wᵀ` for Q4_1 weights and several activation rows: activations are quantized
-/// once into groups of four rows; each task takes [`TILE_CHUNK_ROWS`] weight rows and runs
-/// every activation group over them, two weight rows by four activation rows per kernel call,
-/// so each unpacked weight block meets four rows and each activation block two weight rows.
-fn matmul_tiled(weights: &[u8], xs: &[f32], m: usize, n: usize, k: usize, tile: TileFn) -> Vec<f32> {
-    let blocks_per_row = k / QK;
-    let row_bytes = blocks_per_row * Q4_1_BYTES;
-    let groups = m.div_ceil(4);
-    let acts = quantize_groups(xs, m, k);
-    let padded = groups * 4;
-    let mut out_t = vec![0f32; n * padded];
-    for_each_chunk(&mut out_t, TILE_CHUNK_ROWS * padded, |(chunk, dst)| {
-        let first = chunk * TILE_CHUNK_ROWS;
-        let rows = dst.len() / padded;
-        let w = |r: usize| &weights[(first + r) * row_bytes..(first + r + 1) * row_bytes];
-        for (g, group) in acts.chunks_exact(blocks_per_row).enumerate() {
-            let mut r = 0;
-            while r < rows {
-                let pair = r + 1 < rows;
-                let [y0, y1] = tile(w(r), if pair { w(r + 1) } else { w(r) }, group);
-                dst[r * padded + g * 4..r * padded + g * 4 + 4].copy_from_slice(&y0);
-                if pair {
-                    dst[(r + 1) * padded + g * 4..(r + 1) * padded + g * 4 + 4].copy_from_slice(&y1);
-                }
-                r += 2;
-            }
-        }
-    });
-    let mut out = vec![0f32; m * n];
-    for (row, col) in out_t.chunks_exact(padded).enumerate() {
-        for (i, v) in col[..m].iter().enumerate() {
-            out[i * n + row] = *v;
-        }
-    }
-    out
 }
 
 /// Quantizes `xs [m, k]` into groups of four rows, block by block; rows past `m` are zeros.
@@ -252,9 +286,13 @@ fn select_kernel(q8_0: bool) -> DotFn {
 
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
-    std::env::var_os("ENGINE_NO_VNNI").is_none()
-        && std::is_x86_feature_detected!("avx512vnni")
-        && std::is_x86_feature_detected!("avx512vl")
+    // Looked up once: reading the environment takes a lock, and decoding asks per matmul.
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var_os("ENGINE_NO_VNNI").is_none()
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+    })
 }
 
 type TileFn = fn(&[u8], &[u8], &[BlockQ8_1x4]) -> [[f32; 4]; 2];

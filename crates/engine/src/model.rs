@@ -170,6 +170,30 @@ impl Linear {
         }
     }
 
+    /// Several projections of the same input. Quantized kernels share one activation
+    /// quantization and one parallel pass; the results are those of separate `forward` calls.
+    fn forward_shared<const N: usize>(linears: [&Linear; N], x: &Tensor, train: bool) -> candle_core::Result<[Tensor; N]> {
+        if !train {
+            let mut kernels = Vec::with_capacity(N);
+            for l in linears {
+                if let BaseWeight::Kernel(q) = &l.base {
+                    kernels.push((q, l.host_lora()?));
+                }
+            }
+            if kernels.len() == N {
+                let weights: [(&QuantWeight, Option<&HostLora>); N] =
+                    std::array::from_fn(|i| (kernels[i].0, kernels[i].1.as_deref()));
+                return crate::kernels::forward_shared(weights, x);
+            }
+        }
+        let ys = linears.map(|l| l.forward(x, train));
+        let mut out = Vec::with_capacity(N);
+        for y in ys {
+            out.push(y?);
+        }
+        Ok(out.try_into().expect("one output per projection"))
+    }
+
     fn host_lora(&self) -> candle_core::Result<Option<Arc<HostLora>>> {
         let Some(l) = &self.lora else { return Ok(None) };
         if let Some(h) = self.host_lora.get() {
@@ -586,9 +610,11 @@ impl Llama {
         for (i, block) in self.blocks.iter().enumerate() {
             let residual = x.clone();
             let h = norm(&x, &block.attn_norm)?;
-            let q = block.proj(Projection::Q).forward(&h, train)?;
-            let k = block.proj(Projection::K).forward(&h, train)?;
-            let v = block.proj(Projection::V).forward(&h, train)?;
+            let [q, k, v] = Linear::forward_shared(
+                [block.proj(Projection::Q), block.proj(Projection::K), block.proj(Projection::V)],
+                &h,
+                train,
+            )?;
             let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
             let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
@@ -622,8 +648,8 @@ impl Llama {
             let attn = attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?;
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
             let h = norm(&x_attn, &block.ffn_norm)?;
-            let gate = block.proj(Projection::Gate).forward(&h, train)?;
-            let up = block.proj(Projection::Up).forward(&h, train)?;
+            let [gate, up] =
+                Linear::forward_shared([block.proj(Projection::Gate), block.proj(Projection::Up)], &h, train)?;
             let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
             let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
