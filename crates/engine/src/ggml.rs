@@ -19,7 +19,7 @@
 //! The arithmetic is plain Rust (`mul_add` is an exact fused multiply-add on every target), so the
 //! result does not depend on the CPU; on x86-64 the loops are compiled for FMA when it is present.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use half::f16;
 use rayon::prelude::*;
 
@@ -99,10 +99,6 @@ fn expf(x: f32) -> f32 {
     (j as f64 * 2f64.powi(n)) as f32
 }
 
-fn to_f16_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|x| f16::from_f32(x).to_f32()).collect())
-}
-
 /// `ggml_rms_norm` then `ggml_mul` by the weight, over the last dimension.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     let n = w.dim(0)?;
@@ -138,23 +134,27 @@ pub(crate) fn rope_tables(c: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// Interleaved rotation of `x [b, h, t, d]` by the table rows `cos`, `sin [t, d/2]`.
-pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, t, d) = x.dims4()?;
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let c: Vec<f32> = cos.flatten_all()?.to_vec1()?;
-    let s: Vec<f32> = sin.flatten_all()?.to_vec1()?;
+/// Interleaved rotation, in place, of `x [b, t, heads, d]` by the table rows `cos`,
+/// `sin [t, d/2]` (the queries' positions).
+pub(crate) fn rope(x: &mut [f32], t: usize, heads: usize, d: usize, cos: &[f32], sin: &[f32]) {
     let half = d / 2;
-    let mut out = vec![0f32; xs.len()];
-    for (row, (y, x)) in out.chunks_exact_mut(d).zip(xs.chunks_exact(d)).enumerate() {
-        let p = row % t;
-        for i in 0..half {
-            let (x0, x1, c, s) = (x[2 * i], x[2 * i + 1], c[p * half + i], s[p * half + i]);
-            y[2 * i] = x0.mul_add(c, -(x1 * s));
-            y[2 * i + 1] = x0.mul_add(s, x1 * c);
+    for (row, x) in x.chunks_exact_mut(d).enumerate() {
+        let p = (row / heads) % t;
+        let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+        for (pair, (&c, &s)) in x.chunks_exact_mut(2).zip(c.iter().zip(s)) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0.mul_add(c, -(x1 * s));
+            pair[1] = x0.mul_add(s, x1 * c);
         }
     }
-    Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// Rounds to f16 precision in place: llama.cpp keeps K and V in f16 and converts Q to f16 for
+/// the K·Q product.
+pub(crate) fn round_f16(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
 }
 
 /// `silu(gate) · up` as `ggml_vec_swiglu_f32`.
@@ -172,26 +172,43 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> 
     Tensor::from_vec(out, gate.shape(), gate.device())
 }
 
-/// Causal attention of `q [b, nh, t, hd]` over `k`, `v [b, nkv, s, hd]` (positions `offset..`
-/// of the queries), with llama.cpp's f16 conversions and summation orders.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-    let (b, nh, t, hd) = q.dims4()?;
-    let (_, nkv, s, _) = k.dims4()?;
+/// Sizes of one attention call: `b` sequences of `t` queries at positions `offset..`, over
+/// `s` positions of keys and values.
+#[derive(Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub(crate) b: usize,
+    pub(crate) t: usize,
+    pub(crate) s: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) offset: usize,
+}
+
+/// Causal attention of `q [b, t, heads, hd]` over `k`, `v [b, s, kv_heads, hd]`, all already
+/// rounded to f16 precision ([`round_f16`]), with llama.cpp's summation orders. Returns
+/// `[b, t, heads, hd]`. Rows stay in the projections' position-major layout, so a KV cache
+/// grows by appending and nothing is transposed on the way in.
+pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], a: AttentionShape) -> candle_core::Result<Vec<f32>> {
+    let AttentionShape { b, t, s, heads: nh, kv_heads: nkv, head_dim: hd, offset } = a;
     if hd % 16 != 0 {
         candle_core::bail!("head size {hd} is not a multiple of 16");
     }
+    if q.len() != b * t * nh * hd || k.len() != b * s * nkv * hd || v.len() != k.len() {
+        candle_core::bail!("attention: operand sizes do not match the shape");
+    }
     let rep = nh / nkv;
-    let (q, k, v) = (to_f16_f32(q)?, to_f16_f32(k)?, to_f16_f32(v)?);
     let scale = 1.0 / (hd as f32).sqrt();
+    // Computed head by head, `[b, heads, t, hd]`, then put back in position order.
     let mut out = vec![0f32; b * nh * t * hd];
     let shape = Shape { nh, nkv, t, s, hd, rep, offset, scale };
     let head = |(bh, out): (usize, &mut [f32])| {
         #[cfg(target_arch = "x86_64")]
         if fma() {
             // SAFETY: the features are present.
-            return unsafe { attend_head_fma(&shape, bh, out, &q, &k, &v) };
+            return unsafe { attend_head_fma(&shape, bh, out, q, k, v) };
         }
-        attend_head(&shape, bh, out, &q, &k, &v)
+        attend_head(&shape, bh, out, q, k, v)
     };
     // Decoding one token is too little work per head to pay for a pool hand-off.
     if t > 1 && rayon::current_num_threads() > 1 {
@@ -199,7 +216,18 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> ca
     } else {
         out.chunks_mut(t * hd).enumerate().for_each(head);
     }
-    Tensor::from_vec(out, (b, nh, t, hd), &Device::Cpu)
+    if t == 1 {
+        return Ok(out);
+    }
+    let mut rows = vec![0f32; out.len()];
+    for (bh, head) in out.chunks_exact(t * hd).enumerate() {
+        let (bi, h) = (bh / nh, bh % nh);
+        for (i, o) in head.chunks_exact(hd).enumerate() {
+            let at = ((bi * t + i) * nh + h) * hd;
+            rows[at..at + hd].copy_from_slice(o);
+        }
+    }
+    Ok(rows)
 }
 
 #[derive(Clone, Copy)]
@@ -219,8 +247,9 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
     let Shape { nh, nkv, t, s, hd, rep, offset, scale } = *sh;
     {
         let (bi, h) = (bh / nh, bh % nh);
-        let kv_base = (bi * nkv + h / rep) * s * hd;
-        let (keys, values) = (&k[kv_base..kv_base + s * hd], &v[kv_base..kv_base + s * hd]);
+        let kv_row = |j: usize| ((bi * s + j) * nkv + h / rep) * hd;
+        let key = |j: usize| &k[kv_row(j)..kv_row(j) + hd];
+        let value = |j: usize| &v[kv_row(j)..kv_row(j) + hd];
         let mut w = vec![f32::NEG_INFINITY; s.div_ceil(16) * 16];
         let mut p = vec![0f32; w.len()];
         // P·V accumulators `[group][lane][element]`: position j adds its whole row of V into
@@ -228,11 +257,11 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
         let mut acc = vec![0f32; 4 * 16 * hd];
         {
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
-                let qi = &q[(bh * t + i) * hd..(bh * t + i + 1) * hd];
+                let qi = &q[((bi * t + i) * nh + h) * hd..((bi * t + i) * nh + h + 1) * hd];
                 let visible = (i + offset + 1).min(s);
                 w.fill(f32::NEG_INFINITY);
-                for (j, kj) in keys.chunks_exact(hd).take(visible).enumerate() {
-                    w[j] = if t > 1 { dot_tiled(kj, qi) } else { dot_vec(kj, qi) } * scale;
+                for (j, w) in w[..visible].iter_mut().enumerate() {
+                    *w = if t > 1 { dot_tiled(key(j), qi) } else { dot_vec(key(j), qi) } * scale;
                 }
                 let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let mut sum = 0f64;
@@ -256,7 +285,8 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
                 // accumulators, position j in accumulator (j / 16) mod 4, folded pairwise.
                 let groups = if t > 1 { 1 } else { 4 };
                 acc[..groups * 16 * hd].fill(0.0);
-                for (j, (&pj, vj)) in p.iter().zip(values.chunks_exact(hd)).take(visible).enumerate() {
+                for (j, &pj) in p[..visible].iter().enumerate() {
+                    let vj = value(j);
                     let (g, lane) = ((j / 16) % groups, j % 16);
                     let a = &mut acc[(g * 16 + lane) * hd..(g * 16 + lane + 1) * hd];
                     for (a, &x) in a.iter_mut().zip(vj) {

@@ -261,7 +261,12 @@ impl Block {
 /// Key/value tensors of the positions seen so far, one entry per layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
+    /// `[b, kv_heads, positions, head_dim]` per layer (f32 inference).
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `[positions, kv_heads, head_dim]` per layer, rounded to f16 as llama.cpp stores them
+    /// (quantized inference): a new position is appended, never copied with the rest.
+    rows: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
 }
 
 impl KvCache {
@@ -271,11 +276,7 @@ impl KvCache {
 
     /// Number of positions already processed.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dim(2).unwrap_or(0))
-            .unwrap_or(0)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -591,18 +592,27 @@ impl Llama {
         }
         if let Some(cache) = cache.as_mut() {
             cache.layers.resize(self.blocks.len(), None);
+            cache.rows.resize(self.blocks.len(), Default::default());
         }
         let mut x = self.embedding.index_select(&input.flatten_all()?, 0)?.reshape((
             b,
             t,
             c.hidden_size,
         ))?;
-        let mask = if t > 1 { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
         let train = mode == Mode::Train;
         // Quantized inference follows llama.cpp's arithmetic step for step (see `ggml`).
         let ggml = mode == Mode::Infer && self.format == WeightFormat::Quantized;
+        if ggml && cache.is_some() && b != 1 {
+            return Err(EngineError::InvalidParameter { name: "input", message: "a KV cache holds one sequence".into() });
+        }
+        let mask = if t > 1 && !ggml { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let rope_rows = if ggml {
+            (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            Default::default()
+        };
         let eps = c.rms_norm_eps as f32;
         let norm = |x: &Tensor, w: &Tensor| {
             if ggml { crate::ggml::rms_norm(x, w, eps) } else { rms_norm(x, w, eps, mode) }
@@ -615,37 +625,61 @@ impl Llama {
                 &h,
                 train,
             )?;
-            let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let (q, k) = match mode {
-                Mode::Infer if ggml => (crate::ggml::rope(&q, &cos, &sin)?, crate::ggml::rope(&k, &cos, &sin)?),
-                Mode::Infer => (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                ),
-                Mode::Train => (
-                    q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                    k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                ),
-            };
-            let (k, v) = match cache.as_mut() {
-                Some(cache) => {
-                    let (k, v) = match &cache.layers[i] {
-                        Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                        None => (k, v),
-                    };
-                    cache.layers[i] = Some((k.clone(), v.clone()));
-                    (k, v)
-                }
-                None => (k, v),
-            };
             let attn = if ggml {
-                crate::ggml::attention(&q, &k, &v, offset)?
+                let host = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
+                let (mut q, mut k, mut v) = (host(q)?, host(k)?, host(v)?);
+                crate::ggml::rope(&mut q, t, c.num_heads, c.head_dim, &rope_rows.0, &rope_rows.1);
+                crate::ggml::rope(&mut k, t, c.num_kv_heads, c.head_dim, &rope_rows.0, &rope_rows.1);
+                for x in [&mut q, &mut k, &mut v] {
+                    crate::ggml::round_f16(x);
+                }
+                let shape = crate::ggml::AttentionShape {
+                    b,
+                    t,
+                    s: offset + t,
+                    heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: c.head_dim,
+                    offset,
+                };
+                let out = match cache.as_mut() {
+                    Some(cache) => {
+                        let (ck, cv) = &mut cache.rows[i];
+                        ck.extend_from_slice(&k);
+                        cv.extend_from_slice(&v);
+                        crate::ggml::attention(&q, ck, cv, shape)?
+                    }
+                    None => crate::ggml::attention(&q, &k, &v, crate::ggml::AttentionShape { s: t, ..shape })?,
+                };
+                Tensor::from_vec(out, (b, t, c.num_heads * c.head_dim), &Device::Cpu)?
             } else {
-                attention(&q, &k, &v, mask.as_ref(), c, mode)?
+                let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let (q, k) = match mode {
+                    Mode::Infer => (
+                        candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                        candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                    ),
+                    Mode::Train => (
+                        q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                        k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                    ),
+                };
+                let (k, v) = match cache.as_mut() {
+                    Some(cache) => {
+                        let (k, v) = match &cache.layers[i] {
+                            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                            None => (k, v),
+                        };
+                        cache.layers[i] = Some((k.clone(), v.clone()));
+                        (k, v)
+                    }
+                    None => (k, v),
+                };
+                let attn = attention(&q, &k, &v, mask.as_ref(), c, mode)?;
+                attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?
             };
-            let attn = attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?;
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
             let h = norm(&x_attn, &block.ffn_norm)?;
             let [gate, up] =
@@ -653,6 +687,9 @@ impl Llama {
             let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
             let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
+        }
+        if let Some(cache) = cache {
+            cache.len = offset + t;
         }
         Ok(norm(&x, &self.norm)?)
     }
