@@ -573,15 +573,17 @@ mod tests {
                 let (plain, fused) = unsafe { (vec_dot_avx2(row, &acts[..k / QK]), vec_dot_vnni(row, &acts[..k / QK])) };
                 assert_eq!(plain.to_bits(), fused.to_bits(), "VNNI and AVX2 kernels must agree exactly");
             }
-            // The tiled kernel must give exactly the one-row result for every output.
-            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-            let row_bytes = (k / QK) * Q4_1_BYTES;
-            for j in 0..n {
-                let row = &data[j * row_bytes..(j + 1) * row_bytes];
-                for i in 0..m {
-                    let one = vec_dot(row, &acts[i * (k / QK)..(i + 1) * (k / QK)]);
-                    assert_eq!(got[i * n + j].to_bits(), one.to_bits(), "output ({i}, {j})");
-                }
+        }
+        // The tiled path must give exactly the one-row result for every output.
+        let q8_0 = dtype == GgmlDType::Q8_0;
+        let data = kernel.qtensor().data().unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let row_bytes = (k / QK) * if q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
+        for j in 0..n {
+            let row = &data[j * row_bytes..(j + 1) * row_bytes];
+            for i in 0..m {
+                let one = select_kernel(q8_0)(row, &acts[i * (k / QK)..(i + 1) * (k / QK)]);
+                assert_eq!(got[i * n + j].to_bits(), one.to_bits(), "{dtype:?} output ({i}, {j})");
             }
         }
     }

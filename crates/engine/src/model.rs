@@ -545,17 +545,19 @@ impl Llama {
             });
         }
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let hidden = self.hidden_states(&input, Some(cache), Mode::Infer)?;
-        let t = hidden.dim(1)?;
-        let last = hidden.narrow(1, t - 1, 1)?;
-        let logits = self.output.forward(&last, false)?;
-        Ok(logits.flatten_all()?)
+        on_pool(|| {
+            let hidden = self.hidden_states(&input, Some(cache), Mode::Infer)?;
+            let t = hidden.dim(1)?;
+            let last = hidden.narrow(1, t - 1, 1)?;
+            let logits = self.output.forward(&last, false)?;
+            Ok(logits.flatten_all()?)
+        })
     }
 
     /// Logits `[seq, vocab]` at every position of `ids`, without a cache.
     pub fn logits_all(&self, ids: &[u32]) -> Result<Tensor> {
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?)
+        on_pool(|| Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?))
     }
 
     /// Training logits `[n, vocab]` at the flattened positions `rows` (indices into
@@ -692,6 +694,18 @@ impl Llama {
             cache.len = offset + t;
         }
         Ok(norm(&x, &self.norm)?)
+    }
+}
+
+/// Runs a forward pass on a worker of rayon's pool. Called from outside the pool, each of the
+/// pass's ~120 parallel matmuls would otherwise be handed to the pool and waited for, a
+/// cross-thread wake-up each way; from a worker, the calling thread takes its share of the work
+/// and the others steal the rest.
+fn on_pool<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| pass())
+    } else {
+        pass()
     }
 }
 
