@@ -19,7 +19,7 @@
 //! The arithmetic is plain Rust (`mul_add` is an exact fused multiply-add on every target), so the
 //! result does not depend on the CPU; on x86-64 the loops are compiled for FMA when it is present.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use half::f16;
 use rayon::prelude::*;
 
@@ -52,6 +52,30 @@ fn dot_tiled(x: &[f32], y: &[f32]) -> f32 {
         }
     }
     reduce16(&acc)
+}
+
+/// [`dot_tiled`] with the 16 lanes in two AVX registers (the compiler splits the plain loop
+/// into two-lane pieces). The lane reduction is [`reduce16`]'s: upper eight onto lower eight,
+/// upper four onto lower four, then `(l0 + l2) + (l1 + l3)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_tiled_avx2(x: &[f32], y: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = x.len().min(y.len()) / 16 * 16;
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for c in (0..n).step_by(16) {
+        // SAFETY: c + 16 ≤ n, within both slices.
+        unsafe {
+            let (xp, yp) = (x.as_ptr().add(c), y.as_ptr().add(c));
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(xp), _mm256_loadu_ps(yp), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(8)), _mm256_loadu_ps(yp.add(8)), hi);
+        }
+    }
+    let t3 = _mm256_add_ps(hi, lo);
+    let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+    let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+    _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
 }
 
 /// K·Q as `ggml_vec_dot_f16` computes it for one query: four 16-lane accumulators over steps
@@ -99,10 +123,6 @@ fn expf(x: f32) -> f32 {
     (j as f64 * 2f64.powi(n)) as f32
 }
 
-fn to_f16_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|x| f16::from_f32(x).to_f32()).collect())
-}
-
 /// `ggml_rms_norm` then `ggml_mul` by the weight, over the last dimension.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     let n = w.dim(0)?;
@@ -138,23 +158,27 @@ pub(crate) fn rope_tables(c: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// Interleaved rotation of `x [b, h, t, d]` by the table rows `cos`, `sin [t, d/2]`.
-pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, t, d) = x.dims4()?;
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let c: Vec<f32> = cos.flatten_all()?.to_vec1()?;
-    let s: Vec<f32> = sin.flatten_all()?.to_vec1()?;
+/// Interleaved rotation, in place, of `x [b, t, heads, d]` by the table rows `cos`,
+/// `sin [t, d/2]` (the queries' positions).
+pub(crate) fn rope(x: &mut [f32], t: usize, heads: usize, d: usize, cos: &[f32], sin: &[f32]) {
     let half = d / 2;
-    let mut out = vec![0f32; xs.len()];
-    for (row, (y, x)) in out.chunks_exact_mut(d).zip(xs.chunks_exact(d)).enumerate() {
-        let p = row % t;
-        for i in 0..half {
-            let (x0, x1, c, s) = (x[2 * i], x[2 * i + 1], c[p * half + i], s[p * half + i]);
-            y[2 * i] = x0.mul_add(c, -(x1 * s));
-            y[2 * i + 1] = x0.mul_add(s, x1 * c);
+    for (row, x) in x.chunks_exact_mut(d).enumerate() {
+        let p = (row / heads) % t;
+        let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+        for (pair, (&c, &s)) in x.chunks_exact_mut(2).zip(c.iter().zip(s)) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0.mul_add(c, -(x1 * s));
+            pair[1] = x0.mul_add(s, x1 * c);
         }
     }
-    Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// Rounds to f16 precision in place: llama.cpp keeps K and V in f16 and converts Q to f16 for
+/// the K·Q product.
+pub(crate) fn round_f16(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
 }
 
 /// `silu(gate) · up` as `ggml_vec_swiglu_f32`.
@@ -172,26 +196,43 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> 
     Tensor::from_vec(out, gate.shape(), gate.device())
 }
 
-/// Causal attention of `q [b, nh, t, hd]` over `k`, `v [b, nkv, s, hd]` (positions `offset..`
-/// of the queries), with llama.cpp's f16 conversions and summation orders.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-    let (b, nh, t, hd) = q.dims4()?;
-    let (_, nkv, s, _) = k.dims4()?;
+/// Sizes of one attention call: `b` sequences of `t` queries at positions `offset..`, over
+/// `s` positions of keys and values.
+#[derive(Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub(crate) b: usize,
+    pub(crate) t: usize,
+    pub(crate) s: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) offset: usize,
+}
+
+/// Causal attention of `q [b, t, heads, hd]` over `k`, `v [b, s, kv_heads, hd]`, all already
+/// rounded to f16 precision ([`round_f16`]), with llama.cpp's summation orders. Returns
+/// `[b, t, heads, hd]`. Rows stay in the projections' position-major layout, so a KV cache
+/// grows by appending and nothing is transposed on the way in.
+pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], a: AttentionShape) -> candle_core::Result<Vec<f32>> {
+    let AttentionShape { b, t, s, heads: nh, kv_heads: nkv, head_dim: hd, offset } = a;
     if hd % 16 != 0 {
         candle_core::bail!("head size {hd} is not a multiple of 16");
     }
+    if q.len() != b * t * nh * hd || k.len() != b * s * nkv * hd || v.len() != k.len() {
+        candle_core::bail!("attention: operand sizes do not match the shape");
+    }
     let rep = nh / nkv;
-    let (q, k, v) = (to_f16_f32(q)?, to_f16_f32(k)?, to_f16_f32(v)?);
     let scale = 1.0 / (hd as f32).sqrt();
+    // Computed head by head, `[b, heads, t, hd]`, then put back in position order.
     let mut out = vec![0f32; b * nh * t * hd];
     let shape = Shape { nh, nkv, t, s, hd, rep, offset, scale };
     let head = |(bh, out): (usize, &mut [f32])| {
         #[cfg(target_arch = "x86_64")]
         if fma() {
             // SAFETY: the features are present.
-            return unsafe { attend_head_fma(&shape, bh, out, &q, &k, &v) };
+            return unsafe { attend_head_fma(&shape, bh, out, q, k, v) };
         }
-        attend_head(&shape, bh, out, &q, &k, &v)
+        attend_head(&shape, bh, out, q, k, v, dot_tiled)
     };
     // Decoding one token is too little work per head to pay for a pool hand-off.
     if t > 1 && rayon::current_num_threads() > 1 {
@@ -199,7 +240,18 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> ca
     } else {
         out.chunks_mut(t * hd).enumerate().for_each(head);
     }
-    Tensor::from_vec(out, (b, nh, t, hd), &Device::Cpu)
+    if t == 1 {
+        return Ok(out);
+    }
+    let mut rows = vec![0f32; out.len()];
+    for (bh, head) in out.chunks_exact(t * hd).enumerate() {
+        let (bi, h) = (bh / nh, bh % nh);
+        for (i, o) in head.chunks_exact(hd).enumerate() {
+            let at = ((bi * t + i) * nh + h) * hd;
+            rows[at..at + hd].copy_from_slice(o);
+        }
+    }
+    Ok(rows)
 }
 
 #[derive(Clone, Copy)]
@@ -215,26 +267,39 @@ struct Shape {
 }
 
 #[inline(always)]
-fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32]) {
+fn attend_head(
+    sh: &Shape,
+    bh: usize,
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dot_tiled: impl Fn(&[f32], &[f32]) -> f32,
+) {
     let Shape { nh, nkv, t, s, hd, rep, offset, scale } = *sh;
     {
         let (bi, h) = (bh / nh, bh % nh);
-        let kv_base = (bi * nkv + h / rep) * s * hd;
-        let (keys, values) = (&k[kv_base..kv_base + s * hd], &v[kv_base..kv_base + s * hd]);
+        let kv_row = |j: usize| ((bi * s + j) * nkv + h / rep) * hd;
+        let key = |j: usize| &k[kv_row(j)..kv_row(j) + hd];
+        let value = |j: usize| &v[kv_row(j)..kv_row(j) + hd];
         let mut w = vec![f32::NEG_INFINITY; s.div_ceil(16) * 16];
         let mut p = vec![0f32; w.len()];
-        let mut acc = vec![[0f32; 16]; 4 * hd];
+        // P·V accumulators `[group][lane][element]`: position j adds its whole row of V into
+        // lane j mod 16 of its group, one contiguous (vectorisable) pass per position.
+        let mut acc = vec![0f32; 4 * 16 * hd];
         {
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
-                let qi = &q[(bh * t + i) * hd..(bh * t + i + 1) * hd];
+                let qi = &q[((bi * t + i) * nh + h) * hd..((bi * t + i) * nh + h + 1) * hd];
                 let visible = (i + offset + 1).min(s);
                 w.fill(f32::NEG_INFINITY);
-                for (j, kj) in keys.chunks_exact(hd).take(visible).enumerate() {
-                    w[j] = if t > 1 { dot_tiled(kj, qi) } else { dot_vec(kj, qi) } * scale;
+                for (j, w) in w[..visible].iter_mut().enumerate() {
+                    *w = if t > 1 { dot_tiled(key(j), qi) } else { dot_vec(key(j), qi) } * scale;
                 }
                 let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let mut sum = 0f64;
-                for (pc, wc) in p.chunks_exact_mut(16).zip(w.chunks_exact(16)) {
+                // Chunks past the visible positions would only add exact zeros.
+                let live = visible.div_ceil(16) * 16;
+                for (pc, wc) in p[..live].chunks_exact_mut(16).zip(w.chunks_exact(16)) {
                     let mut e = [0f32; 16];
                     for lane in 0..16 {
                         e[lane] = expf(wc[lane] - max);
@@ -243,31 +308,53 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
                     sum += reduce16(&e) as f64;
                 }
                 let inv = (1.0 / sum) as f32;
-                for x in p.iter_mut() {
+                for x in p[..visible].iter_mut() {
                     *x = f16::from_f32(*x * inv).to_f32();
                 }
                 // P·V: for each output element, lane j mod 16 accumulates position j (masked
-                // positions would add exact zeros). Positions outer, elements inner: the same
-                // per-lane order, over contiguous rows of V.
+                // positions would add exact zeros).
                 // With one query llama.cpp's `ggml_vec_dot_f16` runs instead: four 16-lane
                 // accumulators, position j in accumulator (j / 16) mod 4, folded pairwise.
                 let groups = if t > 1 { 1 } else { 4 };
-                acc.fill([0f32; 16]);
-                for (j, (&pj, vj)) in p.iter().zip(values.chunks_exact(hd)).take(visible).enumerate() {
+                acc[..groups * 16 * hd].fill(0.0);
+                for (j, &pj) in p[..visible].iter().enumerate() {
+                    let vj = value(j);
                     let (g, lane) = ((j / 16) % groups, j % 16);
-                    for (a, &x) in acc[g * hd..(g + 1) * hd].iter_mut().zip(vj) {
-                        a[lane] = x.mul_add(pj, a[lane]);
+                    let a = &mut acc[(g * 16 + lane) * hd..(g * 16 + lane + 1) * hd];
+                    for (a, &x) in a.iter_mut().zip(vj) {
+                        *a = x.mul_add(pj, *a);
                     }
                 }
-                for (d, o) in o.iter_mut().enumerate() {
-                    *o = if groups == 1 {
-                        reduce16(&acc[d])
-                    } else {
-                        reduce16(&fold4(&acc[d], &acc[hd + d], &acc[2 * hd + d], &acc[3 * hd + d]))
-                    };
+                if groups == 4 {
+                    let (g01, g23) = acc.split_at_mut(2 * 16 * hd);
+                    let (g0, g1) = g01.split_at_mut(16 * hd);
+                    let (g2, g3) = g23.split_at_mut(16 * hd);
+                    for (((a0, a1), a2), a3) in g0.iter_mut().zip(&*g1).zip(&*g2).zip(&*g3) {
+                        *a0 = (*a0 + a2) + (*a1 + a3);
+                    }
                 }
+                reduce16_rows(&mut acc[..16 * hd], hd, o);
             }
         }
+    }
+}
+
+/// [`reduce16`] of every column of a `[16, n]` block (clobbered), one row operation at a time.
+#[inline(always)]
+fn reduce16_rows(block: &mut [f32], n: usize, out: &mut [f32]) {
+    let (lo, hi) = block.split_at_mut(8 * n);
+    for (l, h) in lo.iter_mut().zip(&*hi) {
+        *l = *h + *l;
+    }
+    let (lo, hi) = lo[..8 * n].split_at_mut(4 * n);
+    for (l, h) in lo.iter_mut().zip(&*hi) {
+        *l = *h + *l;
+    }
+    let (r0, rest) = lo.split_at(n);
+    let (r1, rest) = rest.split_at(n);
+    let (r2, r3) = rest.split_at(n);
+    for ((((o, a), b), c), d) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(&r3[..n]) {
+        *o = (a + c) + (b + d);
     }
 }
 
@@ -275,7 +362,8 @@ fn attend_head(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_head_fma(sh: &Shape, bh: usize, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32]) {
-    attend_head(sh, bh, out, q, k, v)
+    // SAFETY: this function only runs where the features are present.
+    attend_head(sh, bh, out, q, k, v, |x, y| unsafe { dot_tiled_avx2(x, y) })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -313,5 +401,32 @@ mod tests {
     fn reduce16_folds_halves() {
         let l: [f32; 16] = std::array::from_fn(|i| i as f32);
         assert_eq!(reduce16(&l), 120.0);
+    }
+
+    #[test]
+    fn dot_tiled_kernels_agree() {
+        let mut rng = crate::sampling::Rng::new(9);
+        let x: Vec<f32> = (0..64).map(|_| rng.normal()).collect();
+        let y: Vec<f32> = (0..64).map(|_| rng.normal()).collect();
+        #[cfg(target_arch = "x86_64")]
+        if fma() {
+            // SAFETY: the features are present.
+            let fast = unsafe { dot_tiled_avx2(&x, &y) };
+            assert_eq!(fast.to_bits(), dot_tiled(&x, &y).to_bits());
+        }
+        let _ = (x, y);
+    }
+
+    #[test]
+    fn reduce16_rows_is_reduce16_per_column() {
+        let n = 5;
+        let mut rng = crate::sampling::Rng::new(3);
+        let block: Vec<f32> = (0..16 * n).map(|_| rng.normal() * 1e3).collect();
+        let mut out = vec![0f32; n];
+        reduce16_rows(&mut block.clone(), n, &mut out);
+        for (d, o) in out.iter().enumerate() {
+            let lanes: [f32; 16] = std::array::from_fn(|l| block[l * n + d]);
+            assert_eq!(o.to_bits(), reduce16(&lanes).to_bits(), "column {d}");
+        }
     }
 }

@@ -22,6 +22,16 @@ struct BlockQ8_1 {
     qs: [i8; QK],
 }
 
+/// The activation blocks of four rows at one block index, side by side, so that a weight block
+/// meets all four with vector loads (and the four `m·s` terms form one vector product).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct BlockQ8_1x4 {
+    qs: [[i8; QK]; 4],
+    d: [f32; 4],
+    s: [f32; 4],
+}
+
 /// A LoRA update in plain memory for the quantized path, where a handful of candle ops per
 /// projection would cost more than the rank-r arithmetic itself.
 #[derive(Debug)]
@@ -62,73 +72,171 @@ impl QuantWeight {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, lora: Option<&HostLora>) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = self.in_features;
-        let n = self.out_features;
-        let m = x.elem_count() / k;
-        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let blocks_per_row = k / QK;
-        let acts: Vec<BlockQ8_1> =
-            xs.chunks_exact(QK).map(quantize_block).collect::<Vec<_>>();
-        let data = self.tensor.data()?;
-        let weights: &[u8] = &data;
-        let q8_0 = self.tensor.dtype() == GgmlDType::Q8_0;
-        let row_bytes = blocks_per_row * if q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
-        let dot = select_kernel(q8_0);
-        let dot4 = select_kernel4(q8_0);
-        let mut out_t = vec![0f32; n * m];
-        // Output rows are independent; chunks keep a weight row hot across all activation rows.
-        let work = |(chunk, dst): (usize, &mut [f32])| {
-            for (r, dst_row) in dst.chunks_mut(m).enumerate() {
-                let row = chunk * 16 + r;
-                let w = &weights[row * row_bytes..(row + 1) * row_bytes];
-                let act = |i: usize| &acts[i * blocks_per_row..(i + 1) * blocks_per_row];
-                let mut i = 0;
-                if let Some(dot4) = dot4 {
-                    // Four activation rows per pass over the weight row: the unpacked nibbles
-                    // are reused, and each row's arithmetic is the same as the one-row kernel.
-                    while i + 4 <= m {
-                        dst_row[i..i + 4].copy_from_slice(&dot4(w, [act(i), act(i + 1), act(i + 2), act(i + 3)]));
-                        i += 4;
+        let [y] = forward_shared([(self, lora)], x)?;
+        Ok(y)
+    }
+}
+
+/// `x · Wᵀ (+ LoRA)` for several weights over the same input `x [.., k]` (q/k/v, gate/up):
+/// the activations are quantized once and all the matmuls share one parallel pass, which saves
+/// a quantization and a pool hand-off per extra weight.
+pub(crate) fn forward_shared<const N: usize>(
+    weights: [(&QuantWeight, Option<&HostLora>); N],
+    x: &Tensor,
+) -> candle_core::Result<[Tensor; N]> {
+    let k = weights[0].0.in_features;
+    if weights.iter().any(|(w, _)| w.in_features != k) {
+        candle_core::bail!("forward_shared: weights of different input sizes");
+    }
+    let m = x.elem_count() / k;
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let data: Vec<_> = weights.iter().map(|(w, _)| w.tensor.data()).collect::<candle_core::Result<_>>()?;
+    let mats: Vec<Matrix> = weights
+        .iter()
+        .zip(&data)
+        .map(|((w, _), d)| Matrix { data: d, rows: w.out_features, q8_0: w.tensor.dtype() == GgmlDType::Q8_0 })
+        .collect();
+    let mut outs = matmul_shared(&mats, &xs, m, k);
+    let mut tensors = Vec::with_capacity(N);
+    for ((w, lora), mut out) in weights.iter().zip(outs.drain(..)) {
+        let n = w.out_features;
+        if let Some(l) = lora {
+            add_lora(&mut out, &xs, k, n, l);
+        }
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = n;
+        tensors.push(Tensor::from_vec(out, dims, &Device::Cpu)?);
+    }
+    Ok(tensors.try_into().expect("one output per weight"))
+}
+
+fn add_lora(out: &mut [f32], xs: &[f32], k: usize, n: usize, l: &HostLora) {
+    let mut t = vec![0f32; l.r];
+    for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+        for (tj, a) in t.iter_mut().zip(l.a.chunks_exact(k)) {
+            *tj = a.iter().zip(x).map(|(a, x)| a * x).sum();
+        }
+        for (y, b) in y.iter_mut().zip(l.b.chunks_exact(l.r)) {
+            *y += l.scale * b.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
+        }
+    }
+}
+
+/// One quantized weight matrix `[rows, k]` in GGUF block layout.
+struct Matrix<'a> {
+    data: &'a [u8],
+    rows: usize,
+    q8_0: bool,
+}
+
+/// Weight rows per parallel task: a task's weights stay in L1 while every group of activation
+/// rows passes over them, and its outputs fill whole cache lines.
+const TASK_ROWS: usize = 16;
+
+/// Activations quantized the way the kernels read them.
+enum Activations {
+    /// Row after row (one-row kernels).
+    Rows(Vec<BlockQ8_1>),
+    /// Groups of four rows interleaved block by block (the tiled kernel).
+    Groups(Vec<BlockQ8_1x4>, TileFn),
+}
+
+/// `x [m, k] · Wᵀ` for each matrix, outputs row-major `[m, rows]`. Several activation rows
+/// with Q4_1 weights on AVX2 take the tiled kernel: two weight rows by four activation rows per
+/// call, so each unpacked weight block meets four rows and each activation block two weight
+/// rows. Otherwise (decoding, Q8_0, CPUs without AVX2) one weight row meets one activation row
+/// at a time. Every output is the one-row kernel's arithmetic either way.
+fn matmul_shared(mats: &[Matrix], xs: &[f32], m: usize, k: usize) -> Vec<Vec<f32>> {
+    let blocks_per_row = k / QK;
+    let tile = select_tile(false).filter(|_| m > 1 && mats.iter().all(|w| !w.q8_0));
+    let acts = match tile {
+        Some(tile) => Activations::Groups(quantize_groups(xs, m, k), tile),
+        None => Activations::Rows(xs.chunks_exact(QK).map(quantize_block).collect()),
+    };
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
+    let dsts: Vec<OutputColumns> = outs.iter_mut().map(|o| OutputColumns(o.as_mut_ptr())).collect();
+    let tasks: Vec<(usize, usize)> = mats
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| (0..w.rows).step_by(TASK_ROWS).map(move |first| (i, first)))
+        .collect();
+    let dots = [select_kernel(false), select_kernel(true)];
+    let work = |&(i, first): &(usize, usize)| {
+        let (mat, dst) = (&mats[i], &dsts[i]);
+        let n = mat.rows;
+        let end = (first + TASK_ROWS).min(n);
+        let row_bytes = blocks_per_row * if mat.q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
+        let w = |col: usize| &mat.data[col * row_bytes..(col + 1) * row_bytes];
+        match &acts {
+            Activations::Groups(acts, tile) => {
+                for (g, group) in acts.chunks_exact(blocks_per_row).enumerate() {
+                    let rows = (m - g * 4).min(4);
+                    for col in (first..end).step_by(2) {
+                        let pair = col + 1 < end;
+                        let y = tile(w(col), if pair { w(col + 1) } else { w(col) }, group);
+                        for (c, y) in y.iter().enumerate().take(if pair { 2 } else { 1 }) {
+                            for (r, &v) in y.iter().enumerate().take(rows) {
+                                // SAFETY: (g·4 + r, col + c) is inside the output (r < rows,
+                                // col + c < n), and only this task writes columns first..end.
+                                unsafe { dst.write((g * 4 + r) * n + col + c, v) };
+                            }
+                        }
                     }
                 }
-                for (j, d) in dst_row.iter_mut().enumerate().skip(i) {
-                    *d = dot(w, act(j));
-                }
             }
-        };
-        // A pool hand-off per matmul costs more than it saves with one thread.
-        if rayon::current_num_threads() > 1 {
-            out_t.par_chunks_mut(m * 16).enumerate().for_each(work);
-        } else {
-            out_t.chunks_mut(m * 16).enumerate().for_each(work);
-        }
-        let mut out = if m == 1 {
-            out_t
-        } else {
-            let mut out = vec![0f32; m * n];
-            for (row, col) in out_t.chunks_exact(m).enumerate() {
-                for (i, v) in col.iter().enumerate() {
-                    out[i * n + row] = *v;
-                }
-            }
-            out
-        };
-        if let Some(l) = lora {
-            let mut t = vec![0f32; l.r];
-            for (x, y) in xs.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-                for (tj, a) in t.iter_mut().zip(l.a.chunks_exact(k)) {
-                    *tj = a.iter().zip(x).map(|(a, x)| a * x).sum();
-                }
-                for (y, b) in y.iter_mut().zip(l.b.chunks_exact(l.r)) {
-                    *y += l.scale * b.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
+            Activations::Rows(acts) => {
+                let dot = dots[mat.q8_0 as usize];
+                for col in first..end {
+                    for (r, act) in acts.chunks_exact(blocks_per_row).enumerate() {
+                        // SAFETY: as above, with r < m.
+                        unsafe { dst.write(r * n + col, dot(w(col), act)) };
+                    }
                 }
             }
         }
-        let mut out_dims = dims;
-        *out_dims.last_mut().unwrap() = n;
-        Tensor::from_vec(out, out_dims, &Device::Cpu)
+    };
+    // A pool hand-off costs more than it saves with one thread.
+    if rayon::current_num_threads() > 1 {
+        tasks.par_iter().for_each(work);
+    } else {
+        tasks.iter().for_each(work);
     }
+    outs
+}
+
+/// An output of [`matmul_shared`], shared by tasks that each write their own columns: an output
+/// row-major `[m, n]` directly saves a transposing pass whose writes are strided.
+#[derive(Clone, Copy)]
+struct OutputColumns(*mut f32);
+// SAFETY: tasks write disjoint elements, and the buffer outlives the parallel loop.
+unsafe impl Send for OutputColumns {}
+unsafe impl Sync for OutputColumns {}
+
+impl OutputColumns {
+    /// SAFETY: `at` must be inside the buffer and written by no other task.
+    unsafe fn write(&self, at: usize, v: f32) {
+        // SAFETY: as the caller promises.
+        unsafe { self.0.add(at).write(v) }
+    }
+}
+
+/// Quantizes `xs [m, k]` into groups of four rows, block by block; rows past `m` are zeros.
+fn quantize_groups(xs: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1x4> {
+    let blocks_per_row = k / QK;
+    let groups = m.div_ceil(4);
+    let zero = BlockQ8_1x4 { qs: [[0; QK]; 4], d: [0.0; 4], s: [0.0; 4] };
+    let mut acts = vec![zero; groups * blocks_per_row];
+    for (row, x) in xs.chunks_exact(k).enumerate() {
+        let (g, lane) = (row / 4, row % 4);
+        for (b, xb) in x.chunks_exact(QK).enumerate() {
+            let q = quantize_block(xb);
+            let dst = &mut acts[g * blocks_per_row + b];
+            dst.qs[lane] = q.qs;
+            dst.d[lane] = q.d;
+            dst.s[lane] = q.s;
+        }
+    }
+    acts
 }
 
 /// llama.cpp's AVX2 `quantize_row_q8_1` (and `_q8_0`, which is the same without `s`): quants
@@ -178,14 +286,19 @@ fn select_kernel(q8_0: bool) -> DotFn {
 
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
-    std::env::var_os("ENGINE_NO_VNNI").is_none()
-        && std::is_x86_feature_detected!("avx512vnni")
-        && std::is_x86_feature_detected!("avx512vl")
+    // Looked up once: reading the environment takes a lock, and decoding asks per matmul.
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var_os("ENGINE_NO_VNNI").is_none()
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+    })
 }
 
-type Dot4Fn = fn(&[u8], [&[BlockQ8_1]; 4]) -> [f32; 4];
+type TileFn = fn(&[u8], &[u8], &[BlockQ8_1x4]) -> [[f32; 4]; 2];
 
-fn select_kernel4(q8_0: bool) -> Option<Dot4Fn> {
+/// The two-by-four Q4_1 kernel where the CPU has AVX2; none for Q8_0 weights.
+fn select_tile(q8_0: bool) -> Option<TileFn> {
     #[cfg(target_arch = "x86_64")]
     {
         if !q8_0
@@ -195,9 +308,9 @@ fn select_kernel4(q8_0: bool) -> Option<Dot4Fn> {
         {
             // SAFETY (both): only reached when the features they need are present.
             return Some(if vnni() {
-                |w, a| unsafe { vec_dot4_vnni(w, a) }
+                |w0, w1, a| unsafe { tile_2x4_vnni(w0, w1, a) }
             } else {
-                |w, a| unsafe { vec_dot4_avx2(w, a) }
+                |w0, w1, a| unsafe { tile_2x4_avx2(w0, w1, a) }
             });
         }
     }
@@ -280,38 +393,78 @@ fn vec_dot_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 /// AVX-512 VNNI's one-step `vpdpbusd`: the integer sums are identical (no 16-bit saturation is
 /// possible with 4-bit weights), so both give bit-identical results.
 macro_rules! q4_1_kernels {
-    ($features:literal, $sum:path, $one:ident, $four:ident) => {
-        q4_1_kernels!(@four $features, $sum, $four);
+    ($features:literal, $sum:path, $one:ident, $tile:ident) => {
+        q4_1_kernels!(@tile $features, $sum, $tile);
         q4_1_kernels!(@one $features, $sum, $one);
     };
-    (@four $features:literal, $sum:path, $name:ident) => {
+    (@tile $features:literal, $sum:path, $name:ident) => {
+        /// Two weight rows × four activation rows. Every output's arithmetic is the one-row
+        /// kernel's, in the same order: `d·d'` rounded in f32, one eight-lane accumulator per
+        /// output, `m·s` summed separately (here four outputs per vector lane-wise).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &[u8], acts: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+        unsafe fn $name(w0: &[u8], w1: &[u8], acts: &[BlockQ8_1x4]) -> [[f32; 4]; 2] {
             use std::arch::x86_64::*;
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut summs = [0f32; 4];
+            assert!(w0.len() >= acts.len() * Q4_1_BYTES && w1.len() >= acts.len() * Q4_1_BYTES);
             let low_mask = _mm256_set1_epi8(0x0F);
             let ones = _mm256_set1_epi16(1);
-            for (b, wb) in w.chunks_exact(Q4_1_BYTES).enumerate() {
-                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-                let d = _mm_cvtss_f32(dm);
-                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                // SAFETY: a block holds 16 packed bytes after its scales.
-                let packed = unsafe { _mm_loadu_si128(wb[4..].as_ptr() as *const __m128i) };
-                let nibbles =
-                    _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
-                let qx = _mm256_and_si256(nibbles, low_mask);
-                for r in 0..4 {
-                    let a = &acts[r][b];
-                    summs[r] += m * a.s;
-                    let d0d1 = _mm256_set1_ps(d * a.d);
-                    let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
-                    let sums = $sum(qx, qy, ones);
-                    acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc[r]);
+            // One weight block: its scale broadcast, its offset broadcast, its 32 quants.
+            let unpack = |w: *const u8| {
+                // SAFETY: the caller passes the start of a whole block.
+                let (dm, packed) = unsafe {
+                    (_mm_cvtph_ps(_mm_cvtsi32_si128((w as *const i32).read_unaligned())),
+                     _mm_loadu_si128(w.add(4) as *const __m128i))
+                };
+                let nibbles = _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+                (_mm256_broadcastss_ps(dm), _mm_shuffle_ps::<0b0101_0101>(dm, dm), _mm256_and_si256(nibbles, low_mask))
+            };
+            let (mut a00, mut a01, mut a02, mut a03) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut a10, mut a11, mut a12, mut a13) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut summs0, mut summs1) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let (mut p0, mut p1) = (w0.as_ptr(), w1.as_ptr());
+            for a in acts {
+                // SAFETY: the group is 32-byte aligned and holds four rows of 32 quants; the
+                // assert above keeps both weight pointers inside their rows.
+                let (y0, y1, y2, y3, s4) = unsafe {
+                    (
+                        _mm256_load_si256(a.qs[0].as_ptr() as *const __m256i),
+                        _mm256_load_si256(a.qs[1].as_ptr() as *const __m256i),
+                        _mm256_load_si256(a.qs[2].as_ptr() as *const __m256i),
+                        _mm256_load_si256(a.qs[3].as_ptr() as *const __m256i),
+                        _mm_load_ps(a.s.as_ptr()),
+                    )
+                };
+                let (d0, m0, x0) = unpack(p0);
+                let (d1, m1, x1) = unpack(p1);
+                // SAFETY: see the assert.
+                unsafe {
+                    p0 = p0.add(Q4_1_BYTES);
+                    p1 = p1.add(Q4_1_BYTES);
                 }
+                summs0 = _mm_add_ps(summs0, _mm_mul_ps(m0, s4));
+                summs1 = _mm_add_ps(summs1, _mm_mul_ps(m1, s4));
+                let (e0, e1, e2, e3) =
+                    (_mm256_set1_ps(a.d[0]), _mm256_set1_ps(a.d[1]), _mm256_set1_ps(a.d[2]), _mm256_set1_ps(a.d[3]));
+                let step = |acc, d, e, x, y| _mm256_fmadd_ps(_mm256_mul_ps(d, e), _mm256_cvtepi32_ps($sum(x, y, ones)), acc);
+                a00 = step(a00, d0, e0, x0, y0);
+                a01 = step(a01, d0, e1, x0, y1);
+                a02 = step(a02, d0, e2, x0, y2);
+                a03 = step(a03, d0, e3, x0, y3);
+                a10 = step(a10, d1, e0, x1, y0);
+                a11 = step(a11, d1, e1, x1, y1);
+                a12 = step(a12, d1, e2, x1, y2);
+                a13 = step(a13, d1, e3, x1, y3);
             }
-            [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
+            let (mut s0, mut s1) = ([0f32; 4], [0f32; 4]);
+            // SAFETY: four f32s each.
+            unsafe {
+                _mm_storeu_ps(s0.as_mut_ptr(), summs0);
+                _mm_storeu_ps(s1.as_mut_ptr(), summs1);
+            }
+            [
+                [hsum(a00) + s0[0], hsum(a01) + s0[1], hsum(a02) + s0[2], hsum(a03) + s0[3]],
+                [hsum(a10) + s1[0], hsum(a11) + s1[1], hsum(a12) + s1[2], hsum(a13) + s1[3]],
+            ]
         }
     };
     (@one $features:literal, $sum:path, $name:ident) => {
@@ -348,8 +501,8 @@ macro_rules! q4_1_kernels {
     };
 }
 
-q4_1_kernels!("avx2,fma,f16c", sum_u8_i8_avx2, vec_dot_avx2, vec_dot4_avx2);
-q4_1_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", sum_u8_i8_vnni, vec_dot_vnni, vec_dot4_vnni);
+q4_1_kernels!("avx2,fma,f16c", sum_u8_i8_avx2, vec_dot_avx2, tile_2x4_avx2);
+q4_1_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", sum_u8_i8_vnni, vec_dot_vnni, tile_2x4_vnni);
 
 /// Per 32-bit lane, the sum of four u8×i8 products.
 #[cfg(target_arch = "x86_64")]
@@ -383,13 +536,16 @@ mod tests {
 
     #[test]
     fn kernels_match_dequantized_matmul() {
+        // Odd row counts and activation rows that do not fill a group of four, on both sides.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            check_kernel(dtype);
+            for (n, m) in [(40, 6), (41, 5), (33, 1), (17, 8)] {
+                check_kernel(dtype, n, m);
+            }
         }
     }
 
-    fn check_kernel(dtype: GgmlDType) {
-        let (n, k, m) = (40, 96, 6);
+    fn check_kernel(dtype: GgmlDType, n: usize, m: usize) {
+        let k = 96;
         let mut rng = crate::sampling::Rng::new(5);
         let w: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
         let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
@@ -417,11 +573,17 @@ mod tests {
                 let (plain, fused) = unsafe { (vec_dot_avx2(row, &acts[..k / QK]), vec_dot_vnni(row, &acts[..k / QK])) };
                 assert_eq!(plain.to_bits(), fused.to_bits(), "VNNI and AVX2 kernels must agree exactly");
             }
-            // The batched kernel must give exactly the one-row result for every row.
-            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        }
+        // The tiled path must give exactly the one-row result for every output.
+        let q8_0 = dtype == GgmlDType::Q8_0;
+        let data = kernel.qtensor().data().unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let row_bytes = (k / QK) * if q8_0 { Q8_0_BYTES } else { Q4_1_BYTES };
+        for j in 0..n {
+            let row = &data[j * row_bytes..(j + 1) * row_bytes];
             for i in 0..m {
-                let one = vec_dot(row, &acts[i * (k / QK)..(i + 1) * (k / QK)]);
-                assert_eq!(got[i * n], one, "row {i}");
+                let one = select_kernel(q8_0)(row, &acts[i * (k / QK)..(i + 1) * (k / QK)]);
+                assert_eq!(got[i * n + j].to_bits(), one.to_bits(), "{dtype:?} output ({i}, {j})");
             }
         }
     }

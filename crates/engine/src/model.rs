@@ -170,6 +170,30 @@ impl Linear {
         }
     }
 
+    /// Several projections of the same input. Quantized kernels share one activation
+    /// quantization and one parallel pass; the results are those of separate `forward` calls.
+    fn forward_shared<const N: usize>(linears: [&Linear; N], x: &Tensor, train: bool) -> candle_core::Result<[Tensor; N]> {
+        if !train {
+            let mut kernels = Vec::with_capacity(N);
+            for l in linears {
+                if let BaseWeight::Kernel(q) = &l.base {
+                    kernels.push((q, l.host_lora()?));
+                }
+            }
+            if kernels.len() == N {
+                let weights: [(&QuantWeight, Option<&HostLora>); N] =
+                    std::array::from_fn(|i| (kernels[i].0, kernels[i].1.as_deref()));
+                return crate::kernels::forward_shared(weights, x);
+            }
+        }
+        let ys = linears.map(|l| l.forward(x, train));
+        let mut out = Vec::with_capacity(N);
+        for y in ys {
+            out.push(y?);
+        }
+        Ok(out.try_into().expect("one output per projection"))
+    }
+
     fn host_lora(&self) -> candle_core::Result<Option<Arc<HostLora>>> {
         let Some(l) = &self.lora else { return Ok(None) };
         if let Some(h) = self.host_lora.get() {
@@ -237,7 +261,12 @@ impl Block {
 /// Key/value tensors of the positions seen so far, one entry per layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
+    /// `[b, kv_heads, positions, head_dim]` per layer (f32 inference).
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `[positions, kv_heads, head_dim]` per layer, rounded to f16 as llama.cpp stores them
+    /// (quantized inference): a new position is appended, never copied with the rest.
+    rows: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
 }
 
 impl KvCache {
@@ -247,11 +276,7 @@ impl KvCache {
 
     /// Number of positions already processed.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dim(2).unwrap_or(0))
-            .unwrap_or(0)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -520,17 +545,19 @@ impl Llama {
             });
         }
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let hidden = self.hidden_states(&input, Some(cache), Mode::Infer)?;
-        let t = hidden.dim(1)?;
-        let last = hidden.narrow(1, t - 1, 1)?;
-        let logits = self.output.forward(&last, false)?;
-        Ok(logits.flatten_all()?)
+        on_pool(|| {
+            let hidden = self.hidden_states(&input, Some(cache), Mode::Infer)?;
+            let t = hidden.dim(1)?;
+            let last = hidden.narrow(1, t - 1, 1)?;
+            let logits = self.output.forward(&last, false)?;
+            Ok(logits.flatten_all()?)
+        })
     }
 
     /// Logits `[seq, vocab]` at every position of `ids`, without a cache.
     pub fn logits_all(&self, ids: &[u32]) -> Result<Tensor> {
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?)
+        on_pool(|| Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?))
     }
 
     /// Training logits `[n, vocab]` at the flattened positions `rows` (indices into
@@ -567,18 +594,27 @@ impl Llama {
         }
         if let Some(cache) = cache.as_mut() {
             cache.layers.resize(self.blocks.len(), None);
+            cache.rows.resize(self.blocks.len(), Default::default());
         }
         let mut x = self.embedding.index_select(&input.flatten_all()?, 0)?.reshape((
             b,
             t,
             c.hidden_size,
         ))?;
-        let mask = if t > 1 { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
         let train = mode == Mode::Train;
         // Quantized inference follows llama.cpp's arithmetic step for step (see `ggml`).
         let ggml = mode == Mode::Infer && self.format == WeightFormat::Quantized;
+        if ggml && cache.is_some() && b != 1 {
+            return Err(EngineError::InvalidParameter { name: "input", message: "a KV cache holds one sequence".into() });
+        }
+        let mask = if t > 1 && !ggml { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let rope_rows = if ggml {
+            (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            Default::default()
+        };
         let eps = c.rms_norm_eps as f32;
         let norm = |x: &Tensor, w: &Tensor| {
             if ggml { crate::ggml::rms_norm(x, w, eps) } else { rms_norm(x, w, eps, mode) }
@@ -586,49 +622,90 @@ impl Llama {
         for (i, block) in self.blocks.iter().enumerate() {
             let residual = x.clone();
             let h = norm(&x, &block.attn_norm)?;
-            let q = block.proj(Projection::Q).forward(&h, train)?;
-            let k = block.proj(Projection::K).forward(&h, train)?;
-            let v = block.proj(Projection::V).forward(&h, train)?;
-            let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let (q, k) = match mode {
-                Mode::Infer if ggml => (crate::ggml::rope(&q, &cos, &sin)?, crate::ggml::rope(&k, &cos, &sin)?),
-                Mode::Infer => (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                ),
-                Mode::Train => (
-                    q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                    k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                ),
-            };
-            let (k, v) = match cache.as_mut() {
-                Some(cache) => {
-                    let (k, v) = match &cache.layers[i] {
-                        Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                        None => (k, v),
-                    };
-                    cache.layers[i] = Some((k.clone(), v.clone()));
-                    (k, v)
-                }
-                None => (k, v),
-            };
+            let [q, k, v] = Linear::forward_shared(
+                [block.proj(Projection::Q), block.proj(Projection::K), block.proj(Projection::V)],
+                &h,
+                train,
+            )?;
             let attn = if ggml {
-                crate::ggml::attention(&q, &k, &v, offset)?
+                let host = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
+                let (mut q, mut k, mut v) = (host(q)?, host(k)?, host(v)?);
+                crate::ggml::rope(&mut q, t, c.num_heads, c.head_dim, &rope_rows.0, &rope_rows.1);
+                crate::ggml::rope(&mut k, t, c.num_kv_heads, c.head_dim, &rope_rows.0, &rope_rows.1);
+                for x in [&mut q, &mut k, &mut v] {
+                    crate::ggml::round_f16(x);
+                }
+                let shape = crate::ggml::AttentionShape {
+                    b,
+                    t,
+                    s: offset + t,
+                    heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: c.head_dim,
+                    offset,
+                };
+                let out = match cache.as_mut() {
+                    Some(cache) => {
+                        let (ck, cv) = &mut cache.rows[i];
+                        ck.extend_from_slice(&k);
+                        cv.extend_from_slice(&v);
+                        crate::ggml::attention(&q, ck, cv, shape)?
+                    }
+                    None => crate::ggml::attention(&q, &k, &v, crate::ggml::AttentionShape { s: t, ..shape })?,
+                };
+                Tensor::from_vec(out, (b, t, c.num_heads * c.head_dim), &Device::Cpu)?
             } else {
-                attention(&q, &k, &v, mask.as_ref(), c, mode)?
+                let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let (q, k) = match mode {
+                    Mode::Infer => (
+                        candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                        candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                    ),
+                    Mode::Train => (
+                        q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                        k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
+                    ),
+                };
+                let (k, v) = match cache.as_mut() {
+                    Some(cache) => {
+                        let (k, v) = match &cache.layers[i] {
+                            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                            None => (k, v),
+                        };
+                        cache.layers[i] = Some((k.clone(), v.clone()));
+                        (k, v)
+                    }
+                    None => (k, v),
+                };
+                let attn = attention(&q, &k, &v, mask.as_ref(), c, mode)?;
+                attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?
             };
-            let attn = attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?;
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
             let h = norm(&x_attn, &block.ffn_norm)?;
-            let gate = block.proj(Projection::Gate).forward(&h, train)?;
-            let up = block.proj(Projection::Up).forward(&h, train)?;
+            let [gate, up] =
+                Linear::forward_shared([block.proj(Projection::Gate), block.proj(Projection::Up)], &h, train)?;
             let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
             let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
         }
+        if let Some(cache) = cache {
+            cache.len = offset + t;
+        }
         Ok(norm(&x, &self.norm)?)
+    }
+}
+
+/// Runs a forward pass on a worker of rayon's pool. Called from outside the pool, each of the
+/// pass's ~120 parallel matmuls would otherwise be handed to the pool and waited for, a
+/// cross-thread wake-up each way; from a worker, the calling thread takes its share of the work
+/// and the others steal the rest.
+fn on_pool<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| pass())
+    } else {
+        pass()
     }
 }
 
