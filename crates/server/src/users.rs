@@ -1,4 +1,10 @@
 //! Users as the API sees them, and the checked values their fields are made of.
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use serde::Serialize;
@@ -191,7 +197,7 @@ mod tests {
 }
 
 /// How long a streaming endpoint trusts its copy of an account (see [`AccountCache`]).
-pub const ACCOUNT_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+pub const ACCOUNT_CACHE_FOR: Duration = Duration::from_secs(1);
 /// Accounts kept at most; beyond, expired copies are dropped first.
 const ACCOUNT_CACHE_SIZE: usize = 4096;
 
@@ -200,7 +206,7 @@ const ACCOUNT_CACHE_SIZE: usize = 4096;
 /// process applies at once ([`AccountCache::forget`]); through another instance sharing the
 /// database, within [`ACCOUNT_CACHE_FOR`].
 #[derive(Default)]
-pub struct AccountCache(std::sync::Mutex<std::collections::HashMap<i32, (std::time::Instant, users::Model)>>);
+pub struct AccountCache(Mutex<HashMap<i32, (Instant, users::Model)>>);
 
 impl AccountCache {
     pub fn get(&self, id: i32) -> Option<users::Model> {
@@ -216,7 +222,7 @@ impl AccountCache {
                 cache.clear();
             }
         }
-        cache.insert(user.id, (std::time::Instant::now(), user.clone()));
+        cache.insert(user.id, (Instant::now(), user.clone()));
     }
 
     pub fn forget(&self, id: i32) {

@@ -26,15 +26,15 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     // Set on every pooled connection (a PRAGMA run through the pool reaches only one of them).
-    // WAL lets readers proceed during a write; the busy timeout makes writers wait instead of
-    // failing with SQLITE_BUSY under concurrent requests. In WAL mode `synchronous = NORMAL` syncs
+    // WAL lets readers proceed during a write; writers that find the write lock taken wait in
+    // [`retry_soon`] (installed below, in place of a busy timeout) instead of failing with
+    // SQLITE_BUSY. In WAL mode `synchronous = NORMAL` syncs
     // at checkpoints instead of at every commit: a crash of the process loses nothing committed
     // (only a power cut can lose the last commits), and a streaming chat's several small writes no
     // longer each wait for the disk.
     options.map_sqlx_sqlite_opts(|o| {
         o.journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
     });
     options.map_sqlx_sqlite_pool_opts(|pool| {
