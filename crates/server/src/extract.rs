@@ -138,11 +138,11 @@ impl FromRequestParts<AppState> for StreamingUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user_id = bearer_user_id(parts, state)?;
-        if let Some(user) = state.accounts.get(user_id) {
+        if let Some(user) = state.accounts.get(&user_id) {
             return Ok(StreamingUser(user));
         }
         let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
-        state.accounts.put(&user);
+        state.accounts.put(user.id, user.clone());
         Ok(StreamingUser(user))
     }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod providers;
+pub mod recent;
 pub mod router;
 pub mod routes;
 pub mod runtime_settings;
@@ -66,7 +67,8 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         training: training::Hub::default(),
         tokenizers: datasets::TokenizerCache::default(),
         runtime_settings: Arc::default(),
-        accounts: Arc::default(),
+        accounts: Arc::new(users::account_cache()),
+        configs_in_use: Arc::new(routes::model_configs::in_use_cache()),
         clock,
         settings: Arc::new(settings),
     };

@@ -318,7 +318,9 @@ async fn ensure_provider(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr
 /// Mirrors the registry into the `local` provider's model list, so model configs can name
 /// registry models and lose their `usable` flag when a model goes.
 pub async fn sync_provider(state: &AppState) -> Result<(), ApiError> {
-    sync_provider_at(&state.db, state.clock.now()).await
+    sync_provider_at(&state.db, state.clock.now()).await?;
+    crate::routes::model_configs::forget_in_use(state);
+    Ok(())
 }
 
 /// [`sync_provider`] for callers without the app state (training workers).

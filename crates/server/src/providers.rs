@@ -286,7 +286,9 @@ pub async fn apply_model_list(
     provider_id: &str,
     remote: Vec<RemoteModel>,
 ) -> Result<SyncReport, ApiError> {
-    apply_model_list_at(&state.db, state.clock.now(), provider_id, remote).await
+    let report = apply_model_list_at(&state.db, state.clock.now(), provider_id, remote).await?;
+    crate::routes::model_configs::forget_in_use(state);
+    Ok(report)
 }
 
 /// [`apply_model_list`] for callers without the app state (training workers).

@@ -1,9 +1,5 @@
 //! Users as the API sees them, and the checked values their fields are made of.
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
@@ -198,34 +194,15 @@ mod tests {
 
 /// How long a streaming endpoint trusts its copy of an account (see [`AccountCache`]).
 pub const ACCOUNT_CACHE_FOR: Duration = Duration::from_secs(1);
-/// Accounts kept at most; beyond, expired copies are dropped first.
+/// Accounts kept at most.
 const ACCOUNT_CACHE_SIZE: usize = 4096;
 
 /// Copies of recently seen accounts, so that the endpoints that stream answers do not read the
 /// account row again before every first token. A role change or a disabled account through this
-/// process applies at once ([`AccountCache::forget`]); through another instance sharing the
-/// database, within [`ACCOUNT_CACHE_FOR`].
-#[derive(Default)]
-pub struct AccountCache(Mutex<HashMap<i32, (Instant, users::Model)>>);
+/// process applies at once (the admin routes forget the copy); through another instance sharing
+/// the database, within [`ACCOUNT_CACHE_FOR`].
+pub type AccountCache = crate::recent::Recent<i32, users::Model>;
 
-impl AccountCache {
-    pub fn get(&self, id: i32) -> Option<users::Model> {
-        let cache = self.0.lock().expect("account cache lock");
-        cache.get(&id).filter(|(at, _)| at.elapsed() < ACCOUNT_CACHE_FOR).map(|(_, user)| user.clone())
-    }
-
-    pub fn put(&self, user: &users::Model) {
-        let mut cache = self.0.lock().expect("account cache lock");
-        if cache.len() >= ACCOUNT_CACHE_SIZE {
-            cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_CACHE_FOR);
-            if cache.len() >= ACCOUNT_CACHE_SIZE {
-                cache.clear();
-            }
-        }
-        cache.insert(user.id, (Instant::now(), user.clone()));
-    }
-
-    pub fn forget(&self, id: i32) {
-        self.0.lock().expect("account cache lock").remove(&id);
-    }
+pub fn account_cache() -> AccountCache {
+    AccountCache::new(ACCOUNT_CACHE_FOR, ACCOUNT_CACHE_SIZE)
 }

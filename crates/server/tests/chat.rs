@@ -25,6 +25,8 @@ on_all_backends!(
     other_users_sessions_do_not_exist,
     bad_input_is_a_422,
     a_disabled_account_cannot_stream_even_just_after_streaming,
+    config_changes_apply_to_the_next_answer_at_once,
+    a_rename_during_the_first_answer_is_kept,
 );
 
 /// Upper bound for anything that should take milliseconds; a hang fails the test instead.
@@ -667,4 +669,87 @@ async fn a_disabled_account_cannot_stream_even_just_after_streaming(app: TestApp
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
     let res = app.post("/api/comparisons", Some(&chat.token), json!({"input": "x", "model_config_ids": [chat.config("fake-normal"), chat.config("fake-think")]})).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+}
+
+/// Chats keep a resolved model config for a second; a change to the config, its provider or the
+/// provider's model through the API still applies to the very next answer.
+async fn config_changes_apply_to_the_next_answer_at_once(app: TestApp) {
+    let chat = setup(&app).await;
+    let (admin, _) = app.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+    let session = new_session(&app, &chat.token).await;
+    let config = chat.config("fake-normal");
+    let path = format!("/api/chat/sessions/{session}/messages");
+    let works = || async {
+        let events = send(&app, &chat.token, session, "hi", config).await;
+        assert_eq!(last(&events, "done")["finish_reason"], "stop", "{events:?}");
+    };
+    let refused = |why: &'static str| {
+        let (app, path, token) = (&app, &path, &chat.token);
+        async move {
+            let res = app.post(path, Some(token), json!({"content": "hi", "model_config_id": config})).await;
+            assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+            let reason = res.json["error"]["fields"]["model_config_id"].as_str().unwrap();
+            assert!(reason.contains(why), "{reason}");
+        }
+    };
+    works().await;
+
+    let changes: [(&str, String); 3] = [
+        ("admin", "/api/providers/fake/models/fake-normal".to_owned()),
+        ("admin", "/api/providers/fake".to_owned()),
+        ("user", format!("/api/model-configs/{config}")),
+    ];
+    for (who, change) in changes {
+        let token = if who == "admin" { admin.as_str() } else { chat.token.as_str() };
+        let res = app.call(Method::PATCH, &change, Some(token), Some(json!({"status": 0}))).await;
+        assert_eq!(res.status, StatusCode::OK, "{change}: {}", res.body);
+        refused("cannot be used").await;
+        let res = app.call(Method::PATCH, &change, Some(token), Some(json!({"status": 1}))).await;
+        assert_eq!(res.status, StatusCode::OK, "{change}: {}", res.body);
+        works().await;
+    }
+
+    let res = app.call(Method::DELETE, &format!("/api/model-configs/{config}"), Some(&chat.token), None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    refused("no such model config").await;
+}
+
+/// The first answer names its session when it is saved, unless the user renamed the session
+/// while it streamed.
+async fn a_rename_during_the_first_answer_is_kept(app: TestApp) {
+    let chat = setup(&app).await;
+    let session = new_session(&app, &chat.token).await;
+    let path = format!("/api/chat/sessions/{session}");
+    let mut events = Events::open(
+        &app,
+        Method::POST,
+        &format!("{path}/messages"),
+        &chat.token,
+        json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}),
+    )
+    .await;
+    until_content(&mut events).await;
+    let res = app.call(Method::PATCH, &path, Some(&chat.token), Some(json!({"title": "Mine"}))).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = app.call(Method::POST, &format!("{path}/stop"), Some(&chat.token), None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    events.rest().await;
+    assert_eq!(app.get(&path, &chat.token).await.json["title"], "Mine");
+
+    // Unrenamed, a stopped first answer still names its session.
+    let other = new_session(&app, &chat.token).await;
+    let other_path = format!("/api/chat/sessions/{other}");
+    let mut events = Events::open(
+        &app,
+        Method::POST,
+        &format!("{other_path}/messages"),
+        &chat.token,
+        json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}),
+    )
+    .await;
+    until_content(&mut events).await;
+    let res = app.call(Method::POST, &format!("{other_path}/stop"), Some(&chat.token), None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    events.rest().await;
+    assert_eq!(app.get(&other_path, &chat.token).await.json["title"], "Count forever");
 }

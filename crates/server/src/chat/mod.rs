@@ -190,9 +190,17 @@ pub struct ResolvedModel {
 
 /// The caller's own, usable config; anything else is a 422 on `field`.
 pub async fn resolve_model(state: &AppState, user: &users::Model, field: &str, id: &str) -> ApiResult<ResolvedModel> {
-    let found = model_configs::find_own_in_use(state, user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::field(field, "no such model config"))?;
+    let key = (user.id, id.to_owned());
+    let found = match state.configs_in_use.get(&key) {
+        Some(found) => found,
+        None => {
+            let found = model_configs::find_own_in_use(state, user.id, id)
+                .await?
+                .ok_or_else(|| ApiError::field(field, "no such model config"))?;
+            state.configs_in_use.put(key, found.clone());
+            found
+        }
+    };
     if !found.usable {
         return Err(ApiError::field(
             field,
@@ -262,14 +270,14 @@ pub fn chat_request(config: &configs::Model, messages: Vec<ChatMessage>) -> Chat
     }
 }
 
-/// Inserts a message row.
-pub async fn insert_message(
+/// A new message row: an answer starts empty and streaming.
+fn new_message(
     state: &AppState,
     session_id: i32,
     role: &str,
     content: String,
     config: Option<&configs::Model>,
-) -> Result<chat_messages::Model, sea_orm::DbErr> {
+) -> chat_messages::ActiveModel {
     chat_messages::ActiveModel {
         session_id: Set(session_id),
         role: Set(role.to_owned()),
@@ -283,8 +291,28 @@ pub async fn insert_message(
         created_at: Set(state.clock.now()),
         ..Default::default()
     }
-    .insert(&state.db)
-    .await
+}
+
+/// Inserts a question and its answer's (empty, streaming) row. Where the database returns
+/// inserted rows that is one statement, a single write before the request goes upstream.
+pub async fn insert_turn(
+    state: &AppState,
+    session_id: i32,
+    question: String,
+    config: &configs::Model,
+) -> Result<(chat_messages::Model, chat_messages::Model), sea_orm::DbErr> {
+    let question = new_message(state, session_id, ROLE_USER, question, None);
+    let answer = new_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config));
+    if !state.db.support_returning() {
+        return Ok((question.insert(&state.db).await?, answer.insert(&state.db).await?));
+    }
+    let rows = chat_messages::Entity::insert_many([question, answer]).exec_with_returning(&state.db).await?;
+    // The order of returned rows is not specified; the roles tell them apart.
+    let (questions, answers): (Vec<_>, Vec<_>) = rows.into_iter().partition(|m| m.role == ROLE_USER);
+    match (<[_; 1]>::try_from(questions), <[_; 1]>::try_from(answers)) {
+        (Ok([question]), Ok([answer])) => Ok((question, answer)),
+        _ => Err(sea_orm::DbErr::Custom("inserting a question and its answer returned other rows".into())),
+    }
 }
 
 /// Marks answers and comparisons that were streaming when the server last stopped as
@@ -313,7 +341,10 @@ pub struct Answer {
     pub model: ResolvedModel,
     pub request: ChatRequest,
     pub claim: Claim,
-    /// A new title for the session, written beside the stream (the first message names it).
+    /// The answer's row when it was inserted with the question; otherwise the answer's task
+    /// inserts it.
+    pub row: Option<chat_messages::Model>,
+    /// A new title for the session (the first message names it), saved with the answer.
     pub title: Option<String>,
 }
 
@@ -323,28 +354,48 @@ impl Answer {
     pub fn to(history: &[chat_messages::Model], system: Option<&str>, model: ResolvedModel, claim: Claim) -> Self {
         let question = history.last().expect("a history ending in the question");
         let request = chat_request(&model.config, conversation(system, history));
-        Self { session_id: question.session_id, user_message_id: question.id, model, request, claim, title: None }
+        Self { session_id: question.session_id, user_message_id: question.id, model, request, claim, row: None, title: None }
     }
 }
 
-/// Inserts the answer's (empty, streaming) row and, beside it, names the session.
-async fn create_answer_row(
+/// The answer's row: `row` when it exists already, otherwise inserted while the request is
+/// already on its way `upstream`, so the first token does not wait for it. An event that
+/// arrives before the row exists is kept in `early`.
+async fn answer_row(
     state: &AppState,
     session_id: i32,
     config: &configs::Model,
-    title: Option<String>,
+    row: Option<chat_messages::Model>,
+    upstream: &mut (impl futures::Stream<Item = StreamEvent> + Unpin),
+    early: &mut Option<(Instant, Option<StreamEvent>)>,
 ) -> Result<chat_messages::Model, sea_orm::DbErr> {
-    let renamed = async {
-        let Some(title) = title else { return };
-        let renamed = chat_sessions::ActiveModel { id: Set(session_id), title: Set(title), ..Default::default() }
-            .update(&state.db)
-            .await;
-        if let Err(err) = renamed {
-            tracing::warn!(error = %err, session_id, "naming a session after its first message failed");
+    if let Some(row) = row {
+        return Ok(row);
+    }
+    // Boxed: a database future is large, and the stream's task would otherwise keep room for it
+    // for as long as the answer streams.
+    let mut inserting = Box::pin(new_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config)).insert(&state.db));
+    loop {
+        tokio::select! {
+            biased;
+            inserted = &mut inserting => return inserted,
+            event = upstream.next(), if early.is_none() => *early = Some((Instant::now(), event)),
         }
-    };
-    let inserted = insert_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config));
-    tokio::join!(inserted, renamed).0
+    }
+}
+
+/// Marks the session as updated now and, after its first answer, names it, unless it was
+/// renamed meanwhile: one write, with the answer's final save.
+async fn touch_session(state: &AppState, session_id: i32, title: Option<String>) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    let mut update = chat_sessions::Entity::update_many()
+        .col_expr(chat_sessions::Column::UpdatedAt, Expr::value(state.clock.now()))
+        .filter(chat_sessions::Column::Id.eq(session_id));
+    if let Some(title) = title {
+        let unnamed = chat_sessions::Column::Title.eq(crate::routes::chat::DEFAULT_TITLE);
+        update = update.col_expr(chat_sessions::Column::Title, Expr::case(unnamed, title).finally(Expr::col(chat_sessions::Column::Title)).into());
+    }
+    update.exec(&state.db).await.map(|_| ())
 }
 
 /// How an answer ended.
@@ -363,26 +414,14 @@ pub fn stream(state: AppState, answer: Answer) -> Response {
 }
 
 async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
-    let Answer { session_id, user_message_id, model, request, mut claim, title } = answer;
+    let Answer { session_id, user_message_id, model, request, mut claim, row, title } = answer;
     let started = Instant::now();
     let mut meter = Meter::start(started);
     let (mut content, mut reasoning) = (String::new(), String::new());
 
-    // The answer's row and the session's title are written while the request goes upstream, so
-    // the first token waits for neither. An event that arrives before the row exists waits here.
     let mut upstream = model.provider.stream_chat(request);
-    // Boxed: a database future is large, and the stream's task would otherwise keep room for it
-    // for as long as the answer streams.
-    let mut placeholder = Box::pin(create_answer_row(&state, session_id, &model.config, title));
-    let mut early: Option<(Instant, Option<StreamEvent>)> = None;
-    let assistant = loop {
-        tokio::select! {
-            biased;
-            inserted = &mut placeholder => break inserted,
-            event = upstream.next(), if early.is_none() => early = Some((Instant::now(), event)),
-        }
-    };
-    drop(placeholder);
+    let mut early = None;
+    let assistant = answer_row(&state, session_id, &model.config, row, &mut upstream, &mut early).await;
     let assistant = match assistant {
         Ok(assistant) => assistant,
         Err(err) => {
@@ -476,9 +515,9 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
     }
     .update(&state.db)
     .await;
-    let _ = chat_sessions::ActiveModel { id: Set(session_id), updated_at: Set(Some(state.clock.now())), ..Default::default() }
-        .update(&state.db)
-        .await;
+    if let Err(err) = touch_session(&state, session_id, title).await {
+        tracing::warn!(error = %err, session_id, "updating a session after its answer failed");
+    }
     // The session is free again once the answer is saved.
     drop(claim);
 

@@ -143,7 +143,7 @@ pub async fn update_user(
         auth::revoke_all(&txn, user.id, now).await?;
     }
     txn.commit().await?;
-    state.accounts.forget(user.id);
+    state.accounts.forget(&user.id);
     Ok(Json(user.into()))
 }
 

@@ -327,13 +327,12 @@ pub async fn send_message(
     // The question is saved before anything goes upstream. The history is read beside that
     // write (the session is claimed: nothing else changes it), with or without the question.
     let title = (session.title == DEFAULT_TITLE).then(|| title_from(&content));
-    let (history, question) =
-        tokio::join!(chat::messages(&state.db, session.id), chat::insert_message(&state, session.id, ROLE_USER, content, None));
-    let question = question?;
+    let (history, turn) = tokio::join!(chat::messages(&state.db, session.id), chat::insert_turn(&state, session.id, content, &model.config));
+    let (question, row) = turn?;
     let mut history = history?;
-    history.retain(|m| m.id != question.id);
+    history.retain(|m| m.id != question.id && m.id != row.id);
     history.push(question);
-    let answer = Answer { title, ..Answer::to(&history, system.as_deref(), model, claim) };
+    let answer = Answer { row: Some(row), title, ..Answer::to(&history, system.as_deref(), model, claim) };
     Ok(chat::stream(state, answer))
 }
 

@@ -238,7 +238,8 @@ async fn view(db: &impl ConnectionTrait, config: model_configs::Model) -> Result
 }
 
 /// One of the caller's configs with its provider, as a chat needs them.
-pub(crate) struct ConfigInUse {
+#[derive(Clone)]
+pub struct ConfigInUse {
     pub config: model_configs::Model,
     /// `None` once the provider is deleted.
     pub provider: Option<model_providers::Model>,
@@ -248,7 +249,7 @@ pub(crate) struct ConfigInUse {
 
 /// The caller's own config with its provider and whether it can be used to chat now; `None` for
 /// an unknown id or someone else's config. Two round trips: this runs before every answer.
-pub(crate) async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) -> ApiResult<Option<ConfigInUse>> {
+pub async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) -> ApiResult<Option<ConfigInUse>> {
     let Some(config) = model_configs::Entity::find_by_id(id.to_owned()).one(&state.db).await?.filter(|c| c.user_id == user_id)
     else {
         return Ok(None);
@@ -259,6 +260,24 @@ pub(crate) async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) ->
     )?;
     let usable = config.status == STATUS_ENABLED && matches!((&provider, &model), (Some(p), Some(m)) if usable(p, m));
     Ok(Some(ConfigInUse { config, provider, usable }))
+}
+
+/// How long a chat trusts its copy of a resolved config (see [`InUseCache`]).
+const IN_USE_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Configs as chats last resolved them, by (user id, config id): three reads fewer before every
+/// first token. Every write to a config, a provider or a provider's models in this process
+/// clears it ([`forget_in_use`]); another instance's writes are seen within [`IN_USE_CACHE_FOR`].
+pub type InUseCache = crate::recent::Recent<(i32, String), ConfigInUse>;
+
+pub fn in_use_cache() -> InUseCache {
+    InUseCache::new(IN_USE_CACHE_FOR, 4096)
+}
+
+/// Drops every cached resolution: called after any write to configs, providers or their models.
+/// Clearing all of it is cheap and cannot miss a config that a provider change affects.
+pub fn forget_in_use(state: &AppState) {
+    state.configs_in_use.clear();
 }
 
 /// The caller's own config; anyone else's is a 404.
@@ -425,6 +444,7 @@ pub async fn update(
     }
     active.updated_at = Set(Some(state.clock.now()));
     let config = active.update(&state.db).await?;
+    forget_in_use(&state);
     Ok(Json(view(&state.db, config).await?))
 }
 
@@ -433,6 +453,7 @@ pub async fn update(
 pub async fn delete(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let config = find_own(&state, user.id, &id).await?;
     model_configs::Entity::delete_by_id(config.id).exec(&state.db).await?;
+    forget_in_use(&state);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -271,6 +271,7 @@ pub async fn update(
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    crate::routes::model_configs::forget_in_use(&state);
     Ok(Json(provider.into()))
 }
 
@@ -289,6 +290,7 @@ pub async fn delete(State(state): State<AppState>, _admin: AdminUser, Path(id): 
     provider_models::Entity::delete_many().filter(provider_models::Column::ProviderId.eq(id.clone())).exec(&txn).await?;
     model_providers::Entity::delete_by_id(id).exec(&txn).await?;
     txn.commit().await?;
+    crate::routes::model_configs::forget_in_use(&state);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -373,5 +375,7 @@ pub async fn update_model(
     let mut active = model.into_active_model();
     active.status = Set(status);
     active.updated_at = Set(Some(state.clock.now()));
-    Ok(Json(active.update(&state.db).await?.into()))
+    let model = active.update(&state.db).await?;
+    crate::routes::model_configs::forget_in_use(&state);
+    Ok(Json(model.into()))
 }
