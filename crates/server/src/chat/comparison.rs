@@ -254,11 +254,13 @@ async fn run(state: AppState, test: model_tests::Model, models: Vec<ResolvedMode
     let mut client_gone = !send_all(&tx, opening).await;
     let mut checkpoints = Checkpoints::new();
     let mut tick = pin!(tokio::time::sleep_until(checkpoints.due()));
+    // Made once: a new one per event would register with the channel again.
+    let mut closed = pin!(tx.closed());
     while !client_gone {
         let unsaved = lanes.iter().any(|l| l.unsaved && l.row.is_some());
         let next = tokio::select! {
             biased;
-            _ = tx.closed() => { client_gone = true; break }
+            _ = &mut closed => { client_gone = true; break }
             () = &mut tick, if unsaved => {
                 let texts = lanes.iter().filter(|l| l.unsaved).filter_map(|l| Some((l.row?, l.content.clone(), l.reasoning.clone()))).collect();
                 if checkpoints.start(checkpoint(state.db.clone(), texts)) {

@@ -441,55 +441,61 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
     let mut tick = pin!(tokio::time::sleep_until(checkpoints.due()));
     // Text streamed since the last checkpoint.
     let mut unsaved = false;
-    let ending = loop {
-        if let Some(bytes) = pending.take() {
-            tokio::select! {
-                biased;
-                _ = claim.stopped() => break Ending::Stopped { client_gone: false },
-                sent = tx.send(bytes) => if sent.is_err() { break Ending::Stopped { client_gone: true } },
-            }
-        }
-        let (now, event) = match early.take() {
-            Some(early) => early,
-            None => {
-                let event = tokio::select! {
+    let ending = {
+        // Made once, not per event: each new one would register with its channel again, twice
+        // per streamed chunk.
+        let mut stopped = pin!(claim.stopped());
+        let mut closed = pin!(tx.closed());
+        loop {
+            if let Some(bytes) = pending.take() {
+                tokio::select! {
                     biased;
-                    _ = claim.stopped() => break Ending::Stopped { client_gone: false },
-                    _ = tx.closed() => break Ending::Stopped { client_gone: true },
-                    () = &mut tick, if unsaved => {
-                        let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
-                        unsaved = !checkpoints.start(write);
-                        tick.as_mut().reset(checkpoints.due());
-                        continue;
-                    }
-                    event = upstream.next() => event,
-                };
-                (Instant::now(), event)
+                    _ = &mut stopped => break Ending::Stopped { client_gone: false },
+                    sent = tx.send(bytes) => if sent.is_err() { break Ending::Stopped { client_gone: true } },
+                }
             }
-        };
-        pending = Some(match event {
-            Some(StreamEvent::Reasoning(delta)) => {
-                meter.reasoning(now);
-                let f = frame("reasoning", &Delta { model_config_id: None, delta: &delta });
-                reasoning.push_str(&delta);
-                unsaved = true;
-                f
-            }
-            Some(StreamEvent::Content(delta)) => {
-                meter.answer(now);
-                let f = frame("content", &Delta { model_config_id: None, delta: &delta });
-                content.push_str(&delta);
-                unsaved = true;
-                f
-            }
-            Some(StreamEvent::Usage(usage)) => {
-                meter.usage(usage);
-                frame("usage", &usage)
-            }
-            Some(StreamEvent::Finish(reason)) => break Ending::Finished(reason.as_str().to_owned()),
-            Some(StreamEvent::Error(error)) => break Ending::Failed(error),
-            None => break Ending::Failed(LlmError::Interrupted("the stream ended without a finish".into())),
-        });
+            let (now, event) = match early.take() {
+                Some(early) => early,
+                None => {
+                    let event = tokio::select! {
+                        biased;
+                        _ = &mut stopped => break Ending::Stopped { client_gone: false },
+                        _ = &mut closed => break Ending::Stopped { client_gone: true },
+                        () = &mut tick, if unsaved => {
+                            let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
+                            unsaved = !checkpoints.start(write);
+                            tick.as_mut().reset(checkpoints.due());
+                            continue;
+                        }
+                        event = upstream.next() => event,
+                    };
+                    (Instant::now(), event)
+                }
+            };
+            pending = Some(match event {
+                Some(StreamEvent::Reasoning(delta)) => {
+                    meter.reasoning(now);
+                    let f = frame("reasoning", &Delta { model_config_id: None, delta: &delta });
+                    reasoning.push_str(&delta);
+                    unsaved = true;
+                    f
+                }
+                Some(StreamEvent::Content(delta)) => {
+                    meter.answer(now);
+                    let f = frame("content", &Delta { model_config_id: None, delta: &delta });
+                    content.push_str(&delta);
+                    unsaved = true;
+                    f
+                }
+                Some(StreamEvent::Usage(usage)) => {
+                    meter.usage(usage);
+                    frame("usage", &usage)
+                }
+                Some(StreamEvent::Finish(reason)) => break Ending::Finished(reason.as_str().to_owned()),
+                Some(StreamEvent::Error(error)) => break Ending::Failed(error),
+                None => break Ending::Failed(LlmError::Interrupted("the stream ended without a finish".into())),
+            });
+        }
     };
     // Cancel the provider request before anything else, then save (after any checkpoint).
     drop(upstream);
