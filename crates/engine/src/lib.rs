@@ -26,6 +26,7 @@ pub mod lora;
 pub mod model;
 mod kernels;
 pub mod sampling;
+mod sgemm;
 pub mod tokenizer;
 pub mod train;
 mod train_ops;

@@ -213,6 +213,14 @@ impl Linear {
         self.host_lora = OnceLock::new();
     }
 
+    /// The weight of a dense projection without an adapter.
+    pub(crate) fn frozen_dense_weight(&self) -> Option<&Tensor> {
+        match (&self.base, &self.lora) {
+            (BaseWeight::Dense(w), None) => Some(w),
+            _ => None,
+        }
+    }
+
     pub(crate) fn shape(&self) -> (usize, usize) {
         (self.out_features, self.in_features)
     }
@@ -560,14 +568,18 @@ impl Llama {
         on_pool(|| Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?))
     }
 
-    /// Training logits `[n, vocab]` at the flattened positions `rows` (indices into
-    /// `batch × seq`) only: the output projection is the costliest matmul, and only positions
+    /// Sum of the training loss `−log p(target)` at the flattened positions `rows` (indices
+    /// into `batch × seq`): the output projection is the costliest matmul, and only positions
     /// followed by a trainable token need it.
-    pub(crate) fn train_logits_at(&self, input: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    pub(crate) fn train_loss_sum(&self, input: &Tensor, rows: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
         let hidden = self.hidden_states(input, None, Mode::Train)?;
         let (b, t, h) = hidden.dims3()?;
-        let picked = hidden.reshape((b * t, h))?.index_select(rows, 0)?;
-        Ok(self.output.forward(&picked, true)?)
+        let picked = hidden.reshape((b * t, h))?.index_select(rows, 0)?.contiguous()?;
+        let w = self.output.frozen_dense_weight().ok_or_else(|| EngineError::InvalidParameter {
+            name: "model",
+            message: "training needs a dense output projection without an adapter".into(),
+        })?;
+        Ok(picked.apply_op1(crate::train_ops::ProjectedCrossEntropy::new(w.clone(), targets))?)
     }
 
     /// Logits at every position of a `[batch, seq]` input, with differentiable kernels when

@@ -11,15 +11,32 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     /// exp(self − shift) in the type's own precision: f32 `exp` is several times cheaper than
     /// f64's, and the loss runs it over every logit twice.
     fn exp_minus(self, shift: f64) -> f64;
+    /// Runs a checked product on a type-specific fast path when there is one; gives it back
+    /// for the gemm crate otherwise.
+    fn fast_gemm(product: Product<'_, Self>) -> Option<Product<'_, Self>> {
+        Some(product)
+    }
 }
 
 impl Float for f32 {
+    fn fast_gemm(p: Product<'_, Self>) -> Option<Product<'_, Self>> {
+        if !crate::sgemm::supported() {
+            return Some(p);
+        }
+        let dims = crate::sgemm::Dims { m: p.m, n: p.n, k: p.k };
+        let lhs = crate::sgemm::Strided { data: p.lhs.data, rs: p.lhs.rs, cs: p.lhs.cs };
+        let rhs = crate::sgemm::Strided { data: p.rhs.data, rs: p.rhs.rs, cs: p.rhs.cs };
+        let dst = crate::sgemm::Dst { data: p.dst, ldc: p.ldc, accumulate: p.accumulate };
+        crate::sgemm::gemm(dst, dims, lhs, rhs, p.scale as f32, p.threads);
+        None
+    }
     fn exp_minus(self, shift: f64) -> f64 {
         (self - shift as f32).exp() as f64
     }
@@ -45,7 +62,7 @@ impl Float for f64 {
 
 /// A matrix operand: data plus row and column strides (a transpose is a swap of the strides).
 #[derive(Clone, Copy)]
-struct Mat<'a, T> {
+pub(crate) struct Mat<'a, T> {
     data: &'a [T],
     rs: usize,
     cs: usize,
@@ -55,45 +72,69 @@ fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
     Mat { data, rs, cs }
 }
 
-/// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, dst row-major.
+/// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, dst row-major, on all of
+/// rayon's threads.
+#[allow(clippy::too_many_arguments)]
 fn gemm_into<T: Float>(dst: &mut [T], accumulate: bool, m: usize, n: usize, k: usize, lhs: Mat<T>, rhs: Mat<T>, scale: f64) {
-    let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::from_f64(0.0));
+    Product { dst, ldc: n, accumulate, m, n, k, lhs, rhs, scale, threads: rayon::current_num_threads() }.run()
+}
+
+/// One matrix product: `dst (+)= scale · lhs[m×k] · rhs[k×n]`, dst rows `ldc` apart.
+pub(crate) struct Product<'a, T> {
+    dst: &'a mut [T],
+    ldc: usize,
+    accumulate: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'a, T>,
+    rhs: Mat<'a, T>,
+    scale: f64,
+    /// 1 inside work that is already split among threads (attention heads).
+    threads: usize,
+}
+
+impl<T: Float> Product<'_, T> {
+    fn run(self) {
+        let Product { m, n, k, ldc, lhs, rhs, .. } = self;
+        let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
+        if m == 0 || n == 0 {
+            return;
         }
-        return;
-    }
-    assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operand too small");
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: the asserts above keep every index the strides produce inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::from_f64(1.0),
-            T::from_f64(scale),
-            false,
-            false,
-            false,
-            parallelism,
-        )
+        assert!(ldc >= n && self.dst.len() >= (m - 1) * ldc + n, "gemm: destination too small");
+        if k == 0 {
+            if !self.accumulate {
+                self.dst.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(T::from_f64(0.0)));
+            }
+            return;
+        }
+        assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operand too small");
+        let Some(product) = T::fast_gemm(self) else { return };
+        let parallelism = if product.threads > 1 && m * n * k >= 64 * 64 * 64 { Parallelism::Rayon(product.threads) } else { Parallelism::None };
+        // SAFETY: the asserts above keep every index the strides produce inside the slices.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                product.dst.as_mut_ptr(),
+                1,
+                ldc as isize,
+                product.accumulate,
+                lhs.data.as_ptr(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                T::from_f64(1.0),
+                T::from_f64(product.scale),
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
     }
 }
 
@@ -251,72 +292,93 @@ impl candle_core::CustomOp3 for FrozenLinear {
     }
 }
 
-/// Sum over rows of `logits [n, vocab]` of `−log softmax(row)[target]`, as a scalar.
-pub(crate) struct CrossEntropySum {
-    pub(crate) targets: Vec<u32>,
+/// Sum over rows of `−log softmax(x·Wᵀ)[target]` for a frozen output projection `W [vocab,
+/// hidden]`, as `apply_op1` on the hidden states `x [rows, hidden]`.
+///
+/// The logits are the largest tensor of a training step (rows × vocab). As graph nodes they were
+/// kept for the backward pass, and they and their gradient were allocated, zeroed and summed
+/// again by candle's autograd, hundreds of megabytes each step. Here they live only inside the
+/// forward pass, which turns them in place into the loss gradient `softmax − one_hot` and
+/// multiplies that by `W` at once; the backward pass scales the kept input gradient by the
+/// (scalar) upstream gradient.
+pub(crate) struct ProjectedCrossEntropy {
+    w: Tensor,
+    targets: Vec<u32>,
+    /// d(loss)/dx, set by the forward pass.
+    input_grad: OnceLock<Tensor>,
 }
 
-/// Per row: (max, log Σ exp(x − max)).
-fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
-    let sum: f64 = row.iter().map(|&v| v.exp_minus(max)).sum();
-    (max, sum.ln())
-}
+impl ProjectedCrossEntropy {
+    pub(crate) fn new(w: Tensor, targets: Vec<u32>) -> Self {
+        Self { w, targets, input_grad: OnceLock::new() }
+    }
 
-impl CrossEntropySum {
-    fn forward<T: Float>(&self, logits: &[T], vocab: usize) -> candle_core::Result<CpuStorage> {
-        if logits.len() != self.targets.len() * vocab {
-            candle_core::bail!("cross-entropy: {} targets for {} rows", self.targets.len(), logits.len() / vocab);
+    fn forward<T: Float>(&self, x: &[T], hidden: usize) -> candle_core::Result<(f64, Vec<T>)> {
+        let (vocab, w_hidden) = self.w.dims2()?;
+        let rows = self.targets.len();
+        if w_hidden != hidden || x.len() != rows * hidden {
+            candle_core::bail!("projected cross-entropy: {} targets, input of {} floats, weight {:?}", rows, x.len(), self.w.shape());
         }
-        let loss: f64 = logits
-            .par_chunks(vocab)
-            .zip(&self.targets)
-            .map(|(row, &t)| {
-                let (max, lse) = row_stats(row);
-                max + lse - row[t as usize].to_f64()
-            })
-            .sum();
-        Ok(T::to_cpu_storage_owned(vec![T::from_f64(loss)]))
-    }
-
-    fn backward<T: Float>(&self, logits: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let (rows, vocab) = logits.dims2()?;
-        let mut out = vec![T::from_f64(0.0); rows * vocab];
-        with_data::<T, _>(logits, |x| {
-            out.par_chunks_mut(vocab).zip(x.par_chunks(vocab)).zip(&self.targets).for_each(|((dst, row), &t)| {
-                let (max, lse) = row_stats(row);
-                let shift = max + lse;
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = T::from_f64(g * v.exp_minus(shift));
-                }
-                dst[t as usize] = T::from_f64(dst[t as usize].to_f64() - g);
-            })
-        })?;
-        Tensor::from_vec(out, (rows, vocab), logits.device())
+        if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("projected cross-entropy: target {t} outside the vocabulary of {vocab}");
+        }
+        let mut logits = vec![T::from_f64(0.0); rows * vocab];
+        let mut dx = vec![T::from_f64(0.0); rows * hidden];
+        with_data::<T, _>(&self.w, |w| {
+            gemm_into(&mut logits, false, rows, vocab, hidden, mat(x, hidden, 1), mat(w, 1, hidden), 1.0);
+            let loss: f64 = logits.par_chunks_mut(vocab).zip(&self.targets).map(|(row, &t)| softmax_minus_one_hot(row, t as usize)).sum();
+            gemm_into(&mut dx, false, rows, hidden, vocab, mat(&logits, vocab, 1), mat(w, hidden, 1), 1.0);
+            (loss, dx)
+        })
     }
 }
 
-impl candle_core::CustomOp1 for CrossEntropySum {
+/// Turns a row of logits into the gradient of `−log softmax(row)[target]`, `softmax − one_hot`,
+/// and returns that loss. One `exp` per logit.
+fn softmax_minus_one_hot<T: Float>(row: &mut [T], target: usize) -> f64 {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    let logit = row[target].to_f64();
+    let mut sum = 0f64;
+    for v in row.iter_mut() {
+        let e = v.exp_minus(max);
+        sum += e;
+        *v = T::from_f64(e);
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v = T::from_f64(v.to_f64() * inv);
+    }
+    row[target] = T::from_f64(row[target].to_f64() - 1.0);
+    max + sum.ln() - logit
+}
+
+impl candle_core::CustomOp1 for ProjectedCrossEntropy {
     fn name(&self) -> &'static str {
-        "cross-entropy-sum"
+        "projected-cross-entropy"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, vocab) = l.shape().dims2()?;
-        let storage = match s.dtype() {
-            DType::F32 => self.forward::<f32>(input_slice(s, l, "logits")?, vocab)?,
-            DType::F64 => self.forward::<f64>(input_slice(s, l, "logits")?, vocab)?,
-            d => candle_core::bail!("cross-entropy: unsupported dtype {d:?}"),
+        let (rows, hidden) = l.shape().dims2()?;
+        let (loss, grad) = match s.dtype() {
+            DType::F32 => {
+                let (loss, dx) = self.forward::<f32>(input_slice(s, l, "x")?, hidden)?;
+                (CpuStorage::F32(vec![loss as f32]), Tensor::from_vec(dx, (rows, hidden), &candle_core::Device::Cpu)?)
+            }
+            DType::F64 => {
+                let (loss, dx) = self.forward::<f64>(input_slice(s, l, "x")?, hidden)?;
+                (CpuStorage::F64(vec![loss]), Tensor::from_vec(dx, (rows, hidden), &candle_core::Device::Cpu)?)
+            }
+            d => candle_core::bail!("projected cross-entropy: unsupported dtype {d:?}"),
         };
-        Ok((storage, Shape::from(())))
+        if self.input_grad.set(grad).is_err() {
+            candle_core::bail!("projected cross-entropy: an op instance serves one forward pass");
+        }
+        Ok((loss, Shape::from(())))
     }
 
-    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(match logits.dtype() {
-            DType::F64 => self.backward::<f64>(logits, grad)?,
-            _ => self.backward::<f32>(logits, grad)?,
-        }))
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let Some(dx) = self.input_grad.get() else { candle_core::bail!("projected cross-entropy: backward before forward") };
+        Ok(Some(dx.broadcast_mul(&grad.to_dtype(dx.dtype())?)?))
     }
 }
 
