@@ -29,6 +29,7 @@ pub mod sampling;
 mod sgemm;
 pub mod tokenizer;
 pub mod train;
+mod train_attention;
 mod train_ops;
 
 use std::path::{Path, PathBuf};

@@ -619,7 +619,7 @@ impl Llama {
         if ggml && cache.is_some() && b != 1 {
             return Err(EngineError::InvalidParameter { name: "input", message: "a KV cache holds one sequence".into() });
         }
-        let mask = if t > 1 && !ggml { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
+        let mask = if t > 1 && !ggml && !train { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         let rope_rows = if ggml {
@@ -666,20 +666,19 @@ impl Llama {
                     None => crate::ggml::attention(&q, &k, &v, crate::ggml::AttentionShape { s: t, ..shape })?,
                 };
                 Tensor::from_vec(out, (b, t, c.num_heads * c.head_dim), &Device::Cpu)?
+            } else if train {
+                // The projections' layout [b, t, heads, d] throughout: no transposed copies.
+                let q = q.reshape((b, t, c.num_heads, c.head_dim))?.apply_op3(&cos, &sin, crate::train_ops::Rope)?;
+                let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.apply_op3(&cos, &sin, crate::train_ops::Rope)?;
+                let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?;
+                let scale = 1.0 / (c.head_dim as f64).sqrt();
+                q.apply_op3(&k, &v, crate::train_attention::CausalAttention::new(scale))?
             } else {
                 let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-                let (q, k) = match mode {
-                    Mode::Infer => (
-                        candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                        candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                    ),
-                    Mode::Train => (
-                        q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                        k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                    ),
-                };
+                let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+                let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
                 let (k, v) = match cache.as_mut() {
                     Some(cache) => {
                         let (k, v) = match &cache.layers[i] {
@@ -691,7 +690,7 @@ impl Llama {
                     }
                     None => (k, v),
                 };
-                let attn = attention(&q, &k, &v, mask.as_ref(), c, mode)?;
+                let attn = attention(&q, &k, &v, mask.as_ref(), c)?;
                 attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?
             };
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
@@ -728,14 +727,8 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, mode: Mode) -> candle_core::Result
     }
 }
 
-fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    c: &ModelConfig,
-    mode: Mode,
-) -> candle_core::Result<Tensor> {
+/// Inference attention over `[b, heads, t, d]` (training uses `train_attention`).
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, c: &ModelConfig) -> candle_core::Result<Tensor> {
     let rep = c.num_heads / c.num_kv_heads;
     let (k, v) = if rep > 1 { (repeat_kv(k, rep)?, repeat_kv(v, rep)?) } else { (k.clone(), v.clone()) };
     let scale = 1.0 / (c.head_dim as f64).sqrt();
@@ -743,12 +736,7 @@ fn attention(
     if let Some(m) = mask {
         scores = scores.broadcast_add(m)?;
     }
-    let probs = match mode {
-        Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-        Mode::Train => scores.contiguous()?.apply_op1(crate::train_ops::SoftmaxLastDim)?,
-    };
-
-    probs.matmul(&v.contiguous()?)
+    candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
 }
 
 fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {

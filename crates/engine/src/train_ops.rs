@@ -68,7 +68,7 @@ pub(crate) struct Mat<'a, T> {
     cs: usize,
 }
 
-fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
+pub(crate) fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
     Mat { data, rs, cs }
 }
 
@@ -81,21 +81,21 @@ fn gemm_into<T: Float>(dst: &mut [T], accumulate: bool, m: usize, n: usize, k: u
 
 /// One matrix product: `dst (+)= scale · lhs[m×k] · rhs[k×n]`, dst rows `ldc` apart.
 pub(crate) struct Product<'a, T> {
-    dst: &'a mut [T],
-    ldc: usize,
-    accumulate: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Mat<'a, T>,
-    rhs: Mat<'a, T>,
-    scale: f64,
+    pub(crate) dst: &'a mut [T],
+    pub(crate) ldc: usize,
+    pub(crate) accumulate: bool,
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) lhs: Mat<'a, T>,
+    pub(crate) rhs: Mat<'a, T>,
+    pub(crate) scale: f64,
     /// 1 inside work that is already split among threads (attention heads).
-    threads: usize,
+    pub(crate) threads: usize,
 }
 
 impl<T: Float> Product<'_, T> {
-    fn run(self) {
+    pub(crate) fn run(self) {
         let Product { m, n, k, ldc, lhs, rhs, .. } = self;
         let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
         if m == 0 || n == 0 {
@@ -139,7 +139,7 @@ impl<T: Float> Product<'_, T> {
 }
 
 /// Runs `f` on the contiguous data of a CPU tensor.
-fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
+pub(crate) fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("train ops run on the CPU") };
@@ -148,7 +148,7 @@ fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core:
     Ok(f(&data[start..end]))
 }
 
-fn input_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+pub(crate) fn input_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{what} must be contiguous") };
     let Some(data) = T::slice(s) else { candle_core::bail!("{what}: unsupported dtype {:?}", s.dtype()) };
     Ok(&data[start..end])
@@ -461,19 +461,21 @@ impl candle_core::CustomOp2 for RmsNorm {
     }
 }
 
-/// Interleaved rotary embedding of `x [b, h, t, d]` with `cos`, `sin [t, d/2]`, as `apply_op3`,
-/// with a backward (the rotation by −θ); candle's differentiable version goes through a dozen
-/// strided temporaries.
+/// Interleaved rotary embedding of `x [b, t, h, d]` (the projections' own layout, so no
+/// transposed copy is needed) with `cos`, `sin [t, d/2]`, as `apply_op3`, with a backward (the
+/// rotation by −θ); candle's differentiable version goes through a dozen strided temporaries.
 pub(crate) struct Rope;
 
 impl Rope {
-    fn apply<T: Float>(x: &[T], cos: &[T], sin: &[T], d: usize, t: usize, inverse: bool) -> Vec<T> {
+    /// `x [b, t, heads, d]` rotated by the angles of its position (−θ when `inverse`).
+    fn apply<T: Float>(x: &[T], cos: &[T], sin: &[T], (t, heads, d): (usize, usize, usize), inverse: bool) -> Vec<T> {
         let half = d / 2;
         let mut y = vec![T::from_f64(0.0); x.len()];
         let sign = if inverse { -1.0 } else { 1.0 };
-        y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(y, x)| {
-            for (p, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
-                let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+        y.par_chunks_mut(heads * d).zip(x.par_chunks(heads * d)).enumerate().for_each(|(row, (y, x))| {
+            let p = row % t;
+            let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+            for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                 for i in 0..half {
                     let (x0, x1) = (x[2 * i].to_f64(), x[2 * i + 1].to_f64());
                     let (c, s) = (c[i].to_f64(), sign * s[i].to_f64());
@@ -500,13 +502,13 @@ impl candle_core::CustomOp3 for Rope {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, _, t, d) = l1.shape().dims4()?;
+        let (_, t, h, d) = l1.shape().dims4()?;
         if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
             candle_core::bail!("rope: tables {:?} for input {:?}", l2.shape(), l1.shape());
         }
         let storage = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(Self::apply::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
-            DType::F64 => CpuStorage::F64(Self::apply::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
+            DType::F32 => CpuStorage::F32(Self::apply::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, (t, h, d), false)),
+            DType::F64 => CpuStorage::F64(Self::apply::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, (t, h, d), false)),
             d => candle_core::bail!("rope: unsupported dtype {d:?}"),
         };
         Ok((storage, l1.shape().clone()))
@@ -520,76 +522,16 @@ impl candle_core::CustomOp3 for Rope {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, _, t, d) = x.dims4()?;
+        let (_, t, h, d) = x.dims4()?;
         let dev = x.device().clone();
         let dx = match x.dtype() {
             DType::F64 => with_data::<f64, _>(grad, |g| {
-                with_data::<f64, _>(cos, |c| with_data::<f64, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
+                with_data::<f64, _>(cos, |c| with_data::<f64, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, (t, h, d), true), x.shape(), &dev)))
             })?,
             _ => with_data::<f32, _>(grad, |g| {
-                with_data::<f32, _>(cos, |c| with_data::<f32, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
+                with_data::<f32, _>(cos, |c| with_data::<f32, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, (t, h, d), true), x.shape(), &dev)))
             })?,
         }???;
         Ok((Some(dx), None, None))
-    }
-}
-
-/// Softmax over the last dimension with a backward that needs only the output:
-/// dx = y∘(g − ⟨g, y⟩) per row.
-pub(crate) struct SoftmaxLastDim;
-
-impl SoftmaxLastDim {
-    fn forward<T: Float>(x: &[T], n: usize) -> Vec<T> {
-        let mut y = vec![T::from_f64(0.0); x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
-            let mut sum = 0f64;
-            for (y, x) in y.iter_mut().zip(x) {
-                let e = x.exp_minus(max);
-                sum += e;
-                *y = T::from_f64(e);
-            }
-            for y in y.iter_mut() {
-                *y = T::from_f64(y.to_f64() / sum);
-            }
-        });
-        y
-    }
-
-    fn backward<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
-        let mut dx = vec![T::from_f64(0.0); y.len()];
-        dx.par_chunks_mut(n).zip(y.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, y), g)| {
-            let dot: f64 = y.iter().zip(g).map(|(y, g)| y.to_f64() * g.to_f64()).sum();
-            for ((d, y), g) in dx.iter_mut().zip(y).zip(g) {
-                *d = T::from_f64(y.to_f64() * (g.to_f64() - dot));
-            }
-        });
-        dx
-    }
-}
-
-impl candle_core::CustomOp1 for SoftmaxLastDim {
-    fn name(&self) -> &'static str {
-        "softmax-last-dim"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = rows_of(l)?;
-        let storage = match s.dtype() {
-            DType::F32 => CpuStorage::F32(Self::forward::<f32>(input_slice(s, l, "x")?, n)),
-            DType::F64 => CpuStorage::F64(Self::forward::<f64>(input_slice(s, l, "x")?, n)),
-            d => candle_core::bail!("softmax: unsupported dtype {d:?}"),
-        };
-        Ok((storage, l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let n = res.dim(candle_core::D::Minus1)?;
-        let dev = res.device().clone();
-        let dx = match res.dtype() {
-            DType::F64 => with_data::<f64, _>(res, |y| with_data::<f64, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
-            _ => with_data::<f32, _>(res, |y| with_data::<f32, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
-        }??;
-        Ok(Some(dx))
     }
 }

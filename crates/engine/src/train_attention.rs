@@ -1,0 +1,239 @@
+//! Causal self-attention for training as one differentiable op.
+//!
+//! Composed from candle ops, attention took a transposed copy of q, k and v, copies of k and v
+//! per query head (grouped-query attention), a score tensor, its scaled and masked copies, the
+//! softmax, and a transposed copy of the output; each of those a graph node whose gradient
+//! candle's autograd allocates, zeroes and sums. Here q, k, v stay in the projections' layout
+//! `[b, t, heads, d]` (a head is a strided view), the only kept intermediate is the
+//! probabilities `[b, heads, t, t]`, and the backward computes dq, dk, dv directly.
+
+use std::sync::OnceLock;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::train_ops::{Float, Product, input_slice, mat};
+
+/// `softmax(q·kᵀ·scale + causal mask)·v` over `q [b, t, heads, d]`, `k`, `v [b, t, kv_heads, d]`
+/// (query head `h` reads key/value head `h / (heads / kv_heads)`), as `apply_op3`; the result is
+/// `[b, t, heads·d]`, the output projection's input layout.
+pub(crate) struct CausalAttention {
+    scale: f64,
+    /// Attention probabilities `[b, heads, t, t]` (zero above the diagonal), set by the forward
+    /// pass for the backward pass.
+    probs: OnceLock<Tensor>,
+}
+
+/// Sizes of one attention call.
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+}
+
+impl Heads {
+    fn of(q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Self> {
+        let (b, t, heads, d) = q.dims4()?;
+        let (kb, kt, kv_heads, kd) = k.dims4()?;
+        if (kb, kt, kd) != (b, t, d) || v.dims4()? != (b, t, kv_heads, d) || kv_heads == 0 || heads % kv_heads != 0 {
+            candle_core::bail!("attention: q {q:?}, k {k:?}, v {v:?}");
+        }
+        Ok(Self { b, t, heads, kv_heads, d })
+    }
+
+    /// Query heads per key/value head.
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Row stride of q (and of the output).
+    fn q_row(&self) -> usize {
+        self.heads * self.d
+    }
+
+    /// Row stride of k and v.
+    fn kv_row(&self) -> usize {
+        self.kv_heads * self.d
+    }
+}
+
+impl CausalAttention {
+    pub(crate) fn new(scale: f64) -> Self {
+        Self { scale, probs: OnceLock::new() }
+    }
+
+    /// Returns the output `[b, t, heads·d]` and the probabilities. One task per (sequence,
+    /// key/value head): it owns that head's query heads' probabilities and outputs.
+    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], s: Heads) -> (Vec<T>, Vec<T>) {
+        let Heads { b, t, d, .. } = s;
+        let group = s.group();
+        let zero = T::from_f64(0.0);
+        let mut probs = vec![zero; b * s.heads * t * t];
+        // Per head, [t, d]: written by the tasks, then interleaved into [t, heads·d].
+        let mut out_by_head = vec![zero; b * s.heads * t * d];
+        probs.par_chunks_mut(group * t * t).zip(out_by_head.par_chunks_mut(group * t * d)).enumerate().for_each(|(task, (p, o))| {
+            let (seq, kv) = (task / s.kv_heads, task % s.kv_heads);
+            let k_g = &k[seq * t * s.kv_row() + kv * d..];
+            let v_g = &v[seq * t * s.kv_row() + kv * d..];
+            for (r, (p, o)) in p.chunks_exact_mut(t * t).zip(o.chunks_exact_mut(t * d)).enumerate() {
+                let q_h = &q[seq * t * s.q_row() + (kv * group + r) * d..];
+                // Scores q·kᵀ, then each row's causal softmax in place.
+                let scores = Product { dst: &mut *p, ldc: t, accumulate: false, m: t, n: t, k: d, lhs: mat(q_h, s.q_row(), 1), rhs: mat(k_g, 1, s.kv_row()), scale: self.scale, threads: 1 };
+                scores.run();
+                p.chunks_exact_mut(t).enumerate().for_each(|(i, row)| causal_softmax(row, i));
+                Product { dst: o, ldc: d, accumulate: false, m: t, n: d, k: t, lhs: mat(p, t, 1), rhs: mat(v_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
+            }
+        });
+        (interleave_heads(&out_by_head, b, s.heads, t, d), probs)
+    }
+
+    /// dq, dk, dv from the output gradient `[b, t, heads·d]`.
+    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], probs: &[T], grad: &[T], s: Heads) -> [Vec<T>; 3] {
+        let Heads { b, t, d, .. } = s;
+        let group = s.group();
+        let zero = T::from_f64(0.0);
+        let mut dq = vec![zero; b * s.heads * t * d];
+        let mut dk = vec![zero; b * s.kv_heads * t * d];
+        let mut dv = vec![zero; b * s.kv_heads * t * d];
+        dq.par_chunks_mut(group * t * d).zip(dk.par_chunks_mut(t * d)).zip(dv.par_chunks_mut(t * d)).enumerate().for_each(|(task, ((dq, dk), dv))| {
+            let (seq, kv) = (task / s.kv_heads, task % s.kv_heads);
+            let k_g = &k[seq * t * s.kv_row() + kv * d..];
+            let v_g = &v[seq * t * s.kv_row() + kv * d..];
+            let mut ds = vec![zero; t * t];
+            for (r, dq) in dq.chunks_exact_mut(t * d).enumerate() {
+                let h = kv * group + r;
+                let q_h = &q[seq * t * s.q_row() + h * d..];
+                let g_h = &grad[seq * t * s.q_row() + h * d..];
+                let p = &probs[(seq * s.heads + h) * t * t..][..t * t];
+                let accumulate = r > 0;
+                // dv += pᵀ·g
+                Product { dst: &mut *dv, ldc: d, accumulate, m: t, n: d, k: t, lhs: mat(p, 1, t), rhs: mat(g_h, s.q_row(), 1), scale: 1.0, threads: 1 }.run();
+                // dp = g·vᵀ, then ds = p∘(dp − ⟨dp, p⟩)·scale row by row.
+                Product { dst: &mut ds, ldc: t, accumulate: false, m: t, n: t, k: d, lhs: mat(g_h, s.q_row(), 1), rhs: mat(v_g, 1, s.kv_row()), scale: 1.0, threads: 1 }.run();
+                ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).for_each(|(ds, p)| softmax_backward(ds, p, self.scale));
+                // dq = ds·k, dk += dsᵀ·q
+                Product { dst: dq, ldc: d, accumulate: false, m: t, n: d, k: t, lhs: mat(&ds, t, 1), rhs: mat(k_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
+                Product { dst: &mut *dk, ldc: d, accumulate, m: t, n: d, k: t, lhs: mat(&ds, 1, t), rhs: mat(q_h, s.q_row(), 1), scale: 1.0, threads: 1 }.run();
+            }
+        });
+        [interleave_heads(&dq, b, s.heads, t, d), interleave_heads(&dk, b, s.kv_heads, t, d), interleave_heads(&dv, b, s.kv_heads, t, d)]
+    }
+}
+
+/// Softmax of `row[..=i]` in place (row `i` of the scores sees positions up to `i`); zero
+/// beyond.
+fn causal_softmax<T: Float>(row: &mut [T], i: usize) {
+    let (seen, masked) = row.split_at_mut(i + 1);
+    let max = seen.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
+    let mut sum = 0f64;
+    for v in seen.iter_mut() {
+        let e = v.exp_minus(max);
+        sum += e;
+        *v = T::from_f64(e);
+    }
+    let inv = 1.0 / sum;
+    for v in seen.iter_mut() {
+        *v = T::from_f64(v.to_f64() * inv);
+    }
+    masked.fill(T::from_f64(0.0));
+}
+
+/// `dp` becomes the score gradient `p∘(dp − ⟨dp, p⟩)·scale`.
+fn softmax_backward<T: Float>(dp: &mut [T], p: &[T], scale: f64) {
+    let dot: f64 = dp.iter().zip(p).map(|(g, p)| g.to_f64() * p.to_f64()).sum();
+    for (g, p) in dp.iter_mut().zip(p) {
+        *g = T::from_f64(p.to_f64() * (g.to_f64() - dot) * scale);
+    }
+}
+
+/// `[b, heads, t, d]` → `[b, t, heads, d]`.
+fn interleave_heads<T: Float>(x: &[T], b: usize, heads: usize, t: usize, d: usize) -> Vec<T> {
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(heads * t * d).zip(x.par_chunks(heads * t * d)).take(b).for_each(|(y, x)| {
+        for (h, head) in x.chunks_exact(t * d).enumerate() {
+            for (i, row) in head.chunks_exact(d).enumerate() {
+                y[(i * heads + h) * d..][..d].copy_from_slice(row);
+            }
+        }
+    });
+    y
+}
+
+impl candle_core::CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = Heads::of(l1.shape(), l2.shape(), l3.shape())?;
+        let probs_shape = (s.b, s.heads, s.t, s.t);
+        let (out, probs) = match s1.dtype() {
+            DType::F32 => {
+                let (out, probs) = self.forward::<f32>(input_slice(s1, l1, "q")?, input_slice(s2, l2, "k")?, input_slice(s3, l3, "v")?, s);
+                (CpuStorage::F32(out), Tensor::from_vec(probs, probs_shape, &candle_core::Device::Cpu)?)
+            }
+            DType::F64 => {
+                let (out, probs) = self.forward::<f64>(input_slice(s1, l1, "q")?, input_slice(s2, l2, "k")?, input_slice(s3, l3, "v")?, s);
+                (CpuStorage::F64(out), Tensor::from_vec(probs, probs_shape, &candle_core::Device::Cpu)?)
+            }
+            d => candle_core::bail!("attention: unsupported dtype {d:?}"),
+        };
+        if self.probs.set(probs).is_err() {
+            candle_core::bail!("attention: an op instance serves one forward pass");
+        }
+        Ok((out, Shape::from((s.b, s.t, s.q_row()))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let s = Heads::of(q.shape(), k.shape(), v.shape())?;
+        let Some(probs) = self.probs.get() else { candle_core::bail!("attention: backward before forward") };
+        let [dq, dk, dv] = match q.dtype() {
+            DType::F64 => self.backward_tensors::<f64>([q, k, v, probs, grad], s)?,
+            _ => self.backward_tensors::<f32>([q, k, v, probs, grad], s)?,
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+impl CausalAttention {
+    /// [`Self::backward`] on tensors: q, k, v, the probabilities, the output gradient.
+    fn backward_tensors<T: Float>(&self, tensors: [&Tensor; 5], s: Heads) -> candle_core::Result<[Tensor; 3]> {
+        let contiguous = tensors.map(|t| t.contiguous());
+        let mut held = Vec::with_capacity(5);
+        for t in contiguous {
+            held.push(t?);
+        }
+        let guards: Vec<_> = held.iter().map(|t| t.storage_and_layout()).collect();
+        let mut slices = Vec::with_capacity(5);
+        for (storage, layout) in &guards {
+            let candle_core::Storage::Cpu(cpu) = &**storage else { candle_core::bail!("attention runs on the CPU") };
+            slices.push(input_slice::<T>(cpu, layout, "attention operand")?);
+        }
+        let [dq, dk, dv] = self.backward(slices[0], slices[1], slices[2], slices[3], slices[4], s);
+        let dev = tensors[0].device();
+        Ok([
+            Tensor::from_vec(dq, (s.b, s.t, s.heads, s.d), dev)?,
+            Tensor::from_vec(dk, (s.b, s.t, s.kv_heads, s.d), dev)?,
+            Tensor::from_vec(dv, (s.b, s.t, s.kv_heads, s.d), dev)?,
+        ])
+    }
+}
