@@ -697,7 +697,13 @@ impl Llama {
             let h = norm(&x_attn, &block.ffn_norm)?;
             let [gate, up] =
                 Linear::forward_shared([block.proj(Projection::Gate), block.proj(Projection::Up)], &h, train)?;
-            let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
+            let act = if ggml {
+                crate::ggml::swiglu(&gate, &up)?
+            } else if train {
+                gate.apply_op2(&up, crate::train_ops::SwiGlu)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            };
             let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
         }
