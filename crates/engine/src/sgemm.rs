@@ -87,12 +87,13 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
         return;
     }
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "sgemm: operand too small");
-    // A transposed left operand (the rank-r factors' gradients) is small: copied row-major.
+    // A transposed left operand (gradients of the rank-r factors, of keys and values) is small
+    // next to its product: copied row-major.
     let copy;
     let lhs = if lhs.cs == 1 {
         RowMajor { data: lhs.data, rs: lhs.rs }
     } else {
-        copy = (0..m).flat_map(|i| (0..k).map(move |p| lhs.data[i * lhs.rs + p * lhs.cs])).collect::<Vec<f32>>();
+        copy = row_major_copy(lhs, m, k);
         RowMajor { data: &copy, rs: k }
     };
     let blocks = split(m, n, threads);
@@ -108,6 +109,22 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
         use rayon::prelude::*;
         blocks.par_iter().for_each(run);
     }
+}
+
+/// `m × k` elements of `x` in a row-major vector.
+fn row_major_copy(x: Strided, m: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * k];
+    if x.rs == 1 {
+        // Columns are adjacent in memory: the transpose of a row-major `k × m` matrix.
+        transpose(&mut out, k, x.data, x.cs, k, m);
+    } else {
+        for (i, row) in out.chunks_exact_mut(k).enumerate() {
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = x.data[i * x.rs + p * x.cs];
+            }
+        }
+    }
+    out
 }
 
 /// A rectangle of the result: rows `i0..i1`, columns `j0..j1`.
@@ -237,26 +254,30 @@ fn pack_rhs(dst: &mut [f32], rhs: Strided, pc: usize, kc: usize, jc: usize, nc: 
 /// in registers, then element by element for the edges.
 fn pack_transposed(panel: &mut [f32], rhs: Strided, pc: usize, kc: usize, j0: usize, cols: usize) {
     debug_assert_eq!(rhs.rs, 1);
-    let (full_cols, full_rows) = (cols / 16 * 16, kc / 16 * 16);
+    transpose(panel, NR, &rhs.data[pc + j0 * rhs.cs..], rhs.cs, cols, kc);
+}
+
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: 16×16 blocks in
+/// registers, the edges element by element.
+fn transpose(dst: &mut [f32], dst_stride: usize, src: &[f32], src_stride: usize, rows: usize, cols: usize) {
+    let (full_rows, full_cols) = (rows / 16 * 16, cols / 16 * 16);
     #[cfg(target_arch = "x86_64")]
-    for jj in (0..full_cols).step_by(16) {
-        for p in (0..full_rows).step_by(16) {
-            let src = &rhs.data[pc + p + (j0 + jj) * rhs.cs..];
-            assert!(src.len() > 15 * rhs.cs + 15, "sgemm: transposed operand too small");
-            let dst = &mut panel[p * NR + jj..];
-            assert!(dst.len() > 15 * NR + 15);
-            // SAFETY: the asserts keep 16 rows of 16 floats at the given strides inside both
-            // slices; `pack_transposed` runs only under `gemm`, which checked for AVX-512F.
-            unsafe { avx512::transpose16(src.as_ptr(), rhs.cs, dst.as_mut_ptr(), NR) };
+    for r in (0..full_rows).step_by(16) {
+        for c in (0..full_cols).step_by(16) {
+            let from = &src[r * src_stride + c..];
+            let to = &mut dst[c * dst_stride + r..];
+            assert!(from.len() > 15 * src_stride + 15 && to.len() > 15 * dst_stride + 15, "transpose: operand too small");
+            // SAFETY: the assert keeps 16 rows of 16 floats at the given strides inside both
+            // slices; `transpose` runs only under `gemm`, which checked for AVX-512F.
+            unsafe { avx512::transpose16(from.as_ptr(), src_stride, to.as_mut_ptr(), dst_stride) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let (full_cols, full_rows) = (0, 0);
-    for jj in 0..cols {
-        let base = pc + (j0 + jj) * rhs.cs;
-        let start = if jj < full_cols { full_rows } else { 0 };
-        for p in start..kc {
-            panel[p * NR + jj] = rhs.data[base + p];
+    let (full_rows, full_cols) = (0, 0);
+    for r in 0..rows {
+        let start = if r < full_rows { full_cols } else { 0 };
+        for c in start..cols {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
         }
     }
 }
@@ -465,6 +486,22 @@ mod tests {
             for p in 0..kc {
                 for jj in 0..cols {
                     assert_eq!(panel[p * NR + jj], b[pc + p + (j0 + jj) * k], "p={p} jj={jj}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_major_copy_reads_any_strides() {
+        if !supported() {
+            return;
+        }
+        let data = values(40 * 37, 6);
+        for (m, k, rs, cs) in [(37, 40, 1, 37), (18, 33, 1, 37), (10, 12, 40, 2)] {
+            let got = row_major_copy(Strided { data: &data, rs, cs }, m, k);
+            for i in 0..m {
+                for p in 0..k {
+                    assert_eq!(got[i * k + p], data[i * rs + p * cs], "{m}x{k} at {i},{p}");
                 }
             }
         }

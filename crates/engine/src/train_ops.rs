@@ -211,8 +211,11 @@ impl FrozenLinear {
                         gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
                         let mut da = vec![T::from_f64(0.0); r * in_f];
                         gemm_into(&mut da, false, r, in_f, rows, mat(&u, 1, r), mat(x, in_f, 1), s);
-                        let mut db = vec![T::from_f64(0.0); out_f * r];
-                        gemm_into(&mut db, false, out_f, r, rows, mat(g, 1, out_f), mat(&t, r, 1), s);
+                        // dB = s·gᵀ·t, formed as its transpose tᵀ·g: the transposed left operand
+                        // is then t (rows × r), not the much larger g (rows × out).
+                        let mut db_t = vec![T::from_f64(0.0); r * out_f];
+                        gemm_into(&mut db_t, false, r, out_f, rows, mat(&t, 1, r), mat(g, out_f, 1), s);
+                        let db: Vec<T> = (0..out_f * r).map(|i| db_t[(i % r) * out_f + i / r]).collect();
                         Ok([
                             Some(Tensor::from_vec(dx, in_shape, dev)?),
                             Some(Tensor::from_vec(da, (r, in_f), dev)?),
