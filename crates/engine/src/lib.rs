@@ -21,6 +21,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod generate;
+mod exp;
 mod ggml;
 pub mod lora;
 pub mod model;

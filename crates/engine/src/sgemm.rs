@@ -236,14 +236,19 @@ fn pack_rhs(dst: &mut [f32], rhs: Strided, pc: usize, kc: usize, jc: usize, nc: 
             for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
                 let start = (pc + p) * rhs.rs + jc + j;
                 row[..cols].copy_from_slice(&rhs.data[start..start + cols]);
-                row[cols..].fill(0.0);
             }
-        } else {
+        } else if rhs.rs == 1 {
             pack_transposed(panel, rhs, pc, kc, jc + j, cols);
-            if cols < NR {
-                for row in panel.chunks_exact_mut(NR) {
-                    row[cols..].fill(0.0);
+        } else {
+            for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (jj, v) in row[..cols].iter_mut().enumerate() {
+                    *v = rhs.data[(pc + p) * rhs.rs + (jc + j + jj) * rhs.cs];
                 }
+            }
+        }
+        if cols < NR {
+            for row in panel.chunks_exact_mut(NR) {
+                row[cols..].fill(0.0);
             }
         }
     }
@@ -447,12 +452,17 @@ mod tests {
         }
         // (m, n, k, left row stride): 1024 takes the path for rows 4 KiB apart.
         for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43)] {
-            for (transposed, lhs_transposed) in [(false, false), (true, false), (false, true)] {
+            // Right operand row-major, transposed, or with neither stride 1.
+            for (rhs_layout, lhs_transposed) in [("rows", false), ("transposed", false), ("rows", true), ("strided", false)] {
                 for accumulate in [false, true] {
                     for threads in [1, 3] {
                         let a = values(m * lda, 1);
-                        let b = values(k * n, 2);
-                        let rhs = if transposed { Strided { data: &b, rs: 1, cs: k } } else { Strided { data: &b, rs: n, cs: 1 } };
+                        let b = values(2 * k * n, 2);
+                        let rhs = match rhs_layout {
+                            "rows" => Strided { data: &b, rs: n, cs: 1 },
+                            "transposed" => Strided { data: &b, rs: 1, cs: k },
+                            _ => Strided { data: &b, rs: 2 * n, cs: 2 },
+                        };
                         let lhs = if lhs_transposed { Strided { data: &a, rs: 1, cs: m } } else { Strided { data: &a, rs: lda, cs: 1 } };
                         let d = Dims { m, n, k };
                         // Destination rows 5 floats apart beyond their width: the padding must
@@ -464,7 +474,7 @@ mod tests {
                         gemm(Dst { data: &mut got, ldc, accumulate }, d, lhs, rhs, 0.5, threads);
                         let tol = 1e-5 * k as f32;
                         for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
-                            assert!((g - w).abs() <= tol, "{m}x{n}x{k} t={transposed}/{lhs_transposed} acc={accumulate} at {idx}: {g} vs {w}");
+                            assert!((g - w).abs() <= tol, "{m}x{n}x{k} rhs {rhs_layout} lhs transposed {lhs_transposed} acc={accumulate} at {idx}: {g} vs {w}");
                         }
                     }
                 }

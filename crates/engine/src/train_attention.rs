@@ -13,7 +13,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::train_ops::{Float, Product, input_slice, mat};
+use crate::train_ops::{Float, Product, input_slice, mat, softmax_in_place};
 
 /// `softmax(q·kᵀ·scale + causal mask)·v` over `q [b, t, heads, d]`, `k`, `v [b, t, kv_heads, d]`
 /// (query head `h` reads key/value head `h / (heads / kv_heads)`), as `apply_op3`; the result is
@@ -128,17 +128,7 @@ impl CausalAttention {
 /// beyond.
 fn causal_softmax<T: Float>(row: &mut [T], i: usize) {
     let (seen, masked) = row.split_at_mut(i + 1);
-    let max = seen.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
-    let mut sum = 0f64;
-    for v in seen.iter_mut() {
-        let e = v.exp_minus(max);
-        sum += e;
-        *v = T::from_f64(e);
-    }
-    let inv = 1.0 / sum;
-    for v in seen.iter_mut() {
-        *v = T::from_f64(v.to_f64() * inv);
-    }
+    softmax_in_place(seen);
     masked.fill(T::from_f64(0.0));
 }
 

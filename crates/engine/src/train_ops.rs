@@ -15,9 +15,9 @@ use std::sync::OnceLock;
 
 pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    /// exp(self − shift) in the type's own precision: f32 `exp` is several times cheaper than
-    /// f64's, and the loss runs it over every logit twice.
-    fn exp_minus(self, shift: f64) -> f64;
+    /// `x[i] = exp(x[i])` in the type's own precision: f32's is vectorised (see `exp`), and the
+    /// loss, the attention softmax and SwiGLU run it some eighty million times a step.
+    fn exp_in_place(x: &mut [Self]);
     /// Runs a checked product on a type-specific fast path when there is one; gives it back
     /// for the gemm crate otherwise.
     fn fast_gemm(product: Product<'_, Self>) -> Option<Product<'_, Self>> {
@@ -37,8 +37,8 @@ impl Float for f32 {
         crate::sgemm::gemm(dst, dims, lhs, rhs, p.scale as f32, p.threads);
         None
     }
-    fn exp_minus(self, shift: f64) -> f64 {
-        (self - shift as f32).exp() as f64
+    fn exp_in_place(x: &mut [Self]) {
+        crate::exp::exp_in_place(x)
     }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {
@@ -49,8 +49,8 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
-    fn exp_minus(self, shift: f64) -> f64 {
-        (self - shift).exp()
+    fn exp_in_place(x: &mut [Self]) {
+        x.iter_mut().for_each(|v| *v = v.exp());
     }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {
@@ -337,22 +337,24 @@ impl ProjectedCrossEntropy {
 }
 
 /// Turns a row of logits into the gradient of `−log softmax(row)[target]`, `softmax − one_hot`,
-/// and returns that loss. One `exp` per logit.
+/// and returns that loss.
 fn softmax_minus_one_hot<T: Float>(row: &mut [T], target: usize) -> f64 {
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
     let logit = row[target].to_f64();
-    let mut sum = 0f64;
-    for v in row.iter_mut() {
-        let e = v.exp_minus(max);
-        sum += e;
-        *v = T::from_f64(e);
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v = T::from_f64(v.to_f64() * inv);
-    }
+    let (max, sum) = softmax_in_place(row);
     row[target] = T::from_f64(row[target].to_f64() - 1.0);
     max + sum.ln() - logit
+}
+
+/// Softmax of `row` in place; returns the row's maximum and `Σ exp(x − max)`, whose logarithm
+/// plus the maximum is the log-sum-exp.
+pub(crate) fn softmax_in_place<T: Float>(row: &mut [T]) -> (f64, f64) {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    row.iter_mut().for_each(|v| *v = T::from_f64(v.to_f64() - max));
+    T::exp_in_place(row);
+    let sum: f64 = row.iter().map(|v| v.to_f64()).sum();
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v = T::from_f64(v.to_f64() * inv));
+    (max, sum)
 }
 
 impl candle_core::CustomOp1 for ProjectedCrossEntropy {
@@ -548,17 +550,20 @@ pub(crate) struct SwiGlu;
 /// Elements per parallel task: large enough to amortise the task, small enough to share.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
-/// σ(x) with the exponential in `T`'s precision (f32's is several times cheaper).
-fn sigmoid<T: Float>(x: T) -> f64 {
-    1.0 / (1.0 + T::from_f64(0.0).exp_minus(x.to_f64()))
+/// `σ(x)` for a chunk of `x`, exponentials vectorised.
+fn sigmoids<T: Float>(x: &[T]) -> Vec<T> {
+    let mut e: Vec<T> = x.iter().map(|v| T::from_f64(-v.to_f64())).collect();
+    T::exp_in_place(&mut e);
+    e.iter_mut().for_each(|v| *v = T::from_f64(1.0 / (1.0 + v.to_f64())));
+    e
 }
 
 impl SwiGlu {
     fn forward<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
         let mut y = vec![T::from_f64(0.0); gate.len()];
         y.par_chunks_mut(ELEMENTWISE_CHUNK).zip(gate.par_chunks(ELEMENTWISE_CHUNK)).zip(up.par_chunks(ELEMENTWISE_CHUNK)).for_each(|((y, g), u)| {
-            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                *y = T::from_f64(g.to_f64() * sigmoid(g) * u.to_f64());
+            for (((y, &g), &u), s) in y.iter_mut().zip(g).zip(u).zip(sigmoids(g)) {
+                *y = T::from_f64(g.to_f64() * s.to_f64() * u.to_f64());
             }
         });
         y
@@ -570,9 +575,9 @@ impl SwiGlu {
         let (mut d_gate, mut d_up) = (vec![zero; gate.len()], vec![zero; gate.len()]);
         let chunks = gate.par_chunks(ELEMENTWISE_CHUNK).zip(up.par_chunks(ELEMENTWISE_CHUNK)).zip(grad.par_chunks(ELEMENTWISE_CHUNK));
         d_gate.par_chunks_mut(ELEMENTWISE_CHUNK).zip(d_up.par_chunks_mut(ELEMENTWISE_CHUNK)).zip(chunks).for_each(|((dg, du), ((g, u), gr))| {
-            for ((dg, du), ((&g, &u), &gr)) in dg.iter_mut().zip(du).zip(g.iter().zip(u).zip(gr)) {
-                let s = sigmoid(g);
-                let (g, u, gr) = (g.to_f64(), u.to_f64(), gr.to_f64());
+            let s = sigmoids(g);
+            for ((dg, du), (((&g, &u), &gr), s)) in dg.iter_mut().zip(du).zip(g.iter().zip(u).zip(gr).zip(s)) {
+                let (g, u, gr, s) = (g.to_f64(), u.to_f64(), gr.to_f64(), s.to_f64());
                 *dg = T::from_f64(gr * u * s * (1.0 + g * (1.0 - s)));
                 *du = T::from_f64(gr * g * s);
             }
