@@ -667,12 +667,9 @@ impl Llama {
                 };
                 Tensor::from_vec(out, (b, t, c.num_heads * c.head_dim), &Device::Cpu)?
             } else if train {
-                // The projections' layout [b, t, heads, d] throughout: no transposed copies.
-                let q = q.reshape((b, t, c.num_heads, c.head_dim))?.apply_op3(&cos, &sin, crate::train_ops::Rope)?;
-                let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.apply_op3(&cos, &sin, crate::train_ops::Rope)?;
-                let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?;
-                let scale = 1.0 / (c.head_dim as f64).sqrt();
-                q.apply_op3(&k, &v, crate::train_attention::CausalAttention::new(scale))?
+                // RoPE, grouped heads and the causal mask in one op over the projections' layout.
+                let op = crate::train_attention::CausalAttention::new(c.num_heads, c.num_kv_heads, cos.clone(), sin.clone())?;
+                q.apply_op3(&k, &v, op)?
             } else {
                 let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;

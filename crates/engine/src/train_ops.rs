@@ -138,6 +138,17 @@ impl<T: Float> Product<'_, T> {
     }
 }
 
+/// A zeroed vector, filled by rayon's threads when large: each step allocates gigabytes of
+/// outputs, and zeroing them on the calling thread alone left the other cores idle.
+pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
+    if len < 1 << 16 {
+        return vec![T::from_f64(0.0); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(T::from_f64(0.0), len));
+    v
+}
+
 /// Runs `f` on the contiguous data of a CPU tensor.
 pub(crate) fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
     let t = t.contiguous()?;
@@ -175,11 +186,11 @@ impl FrozenLinear {
     fn forward<T: Float>(&self, x: &[T], shape: &Shape, lora: Option<(&[T], &[T])>) -> candle_core::Result<(CpuStorage, Shape)> {
         let (out_f, in_f) = self.dims();
         let rows = x.len() / in_f;
-        let mut y = vec![T::from_f64(0.0); rows * out_f];
+        let mut y = zeros::<T>(rows * out_f);
         with_data::<T, _>(&self.w, |w| gemm_into(&mut y, false, rows, out_f, in_f, mat(x, in_f, 1), mat(w, 1, in_f), 1.0))?;
         if let Some((a, b)) = lora {
             let r = a.len() / in_f;
-            let mut t = vec![T::from_f64(0.0); rows * r];
+            let mut t = zeros::<T>(rows * r);
             gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
             gemm_into(&mut y, true, rows, out_f, r, mat(&t, r, 1), mat(b, 1, r), self.scale);
         }
@@ -192,7 +203,7 @@ impl FrozenLinear {
         let dev = grad.device();
         let in_shape = x.shape().clone();
         with_data::<T, _>(grad, |g| -> candle_core::Result<[Option<Tensor>; 3]> {
-            let mut dx = vec![T::from_f64(0.0); rows * in_f];
+            let mut dx = zeros::<T>(rows * in_f);
             with_data::<T, _>(&self.w, |w| gemm_into(&mut dx, false, rows, in_f, out_f, mat(g, out_f, 1), mat(w, in_f, 1), 1.0))?;
             let Some((a, b)) = lora else {
                 return Ok([Some(Tensor::from_vec(dx, in_shape, dev)?), None, None]);
@@ -204,16 +215,16 @@ impl FrozenLinear {
                         let s = self.scale;
                         // u = g·B and t = x·Aᵀ are [rows, r]: cheap, so t is recomputed
                         // rather than kept from the forward pass.
-                        let mut u = vec![T::from_f64(0.0); rows * r];
+                        let mut u = zeros::<T>(rows * r);
                         gemm_into(&mut u, false, rows, r, out_f, mat(g, out_f, 1), mat(b, r, 1), 1.0);
-                        let mut t = vec![T::from_f64(0.0); rows * r];
+                        let mut t = zeros::<T>(rows * r);
                         gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
                         gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
-                        let mut da = vec![T::from_f64(0.0); r * in_f];
+                        let mut da = zeros::<T>(r * in_f);
                         gemm_into(&mut da, false, r, in_f, rows, mat(&u, 1, r), mat(x, in_f, 1), s);
                         // dB = s·gᵀ·t, formed as its transpose tᵀ·g: the transposed left operand
                         // is then t (rows × r), not the much larger g (rows × out).
-                        let mut db_t = vec![T::from_f64(0.0); r * out_f];
+                        let mut db_t = zeros::<T>(r * out_f);
                         gemm_into(&mut db_t, false, r, out_f, rows, mat(&t, 1, r), mat(g, out_f, 1), s);
                         let db: Vec<T> = (0..out_f * r).map(|i| db_t[(i % r) * out_f + i / r]).collect();
                         Ok([
@@ -325,8 +336,8 @@ impl ProjectedCrossEntropy {
         if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("projected cross-entropy: target {t} outside the vocabulary of {vocab}");
         }
-        let mut logits = vec![T::from_f64(0.0); rows * vocab];
-        let mut dx = vec![T::from_f64(0.0); rows * hidden];
+        let mut logits = zeros::<T>(rows * vocab);
+        let mut dx = zeros::<T>(rows * hidden);
         with_data::<T, _>(&self.w, |w| {
             gemm_into(&mut logits, false, rows, vocab, hidden, mat(x, hidden, 1), mat(w, 1, hidden), 1.0);
             let loss: f64 = logits.par_chunks_mut(vocab).zip(&self.targets).map(|(row, &t)| softmax_minus_one_hot(row, t as usize)).sum();
@@ -402,7 +413,7 @@ pub(crate) struct RmsNorm {
 impl RmsNorm {
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let n = w.len();
-        let mut y = vec![T::from_f64(0.0); x.len()];
+        let mut y = zeros::<T>(x.len());
         y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
             let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
             let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
@@ -421,7 +432,7 @@ impl RmsNorm {
             with_data::<T, _>(w, |w| {
                 with_data::<T, _>(grad, |g| {
                     let n = w.len();
-                    let mut dx = vec![T::from_f64(0.0); x.len()];
+                    let mut dx = zeros::<T>(x.len());
                     dx.par_chunks_mut(n).zip(x.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, x), g)| {
                         let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
                         let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
@@ -466,81 +477,6 @@ impl candle_core::CustomOp2 for RmsNorm {
     }
 }
 
-/// Interleaved rotary embedding of `x [b, t, h, d]` (the projections' own layout, so no
-/// transposed copy is needed) with `cos`, `sin [t, d/2]`, as `apply_op3`, with a backward (the
-/// rotation by −θ); candle's differentiable version goes through a dozen strided temporaries.
-pub(crate) struct Rope;
-
-impl Rope {
-    /// `x [b, t, heads, d]` rotated by the angles of its position (−θ when `inverse`).
-    fn apply<T: Float>(x: &[T], cos: &[T], sin: &[T], (t, heads, d): (usize, usize, usize), inverse: bool) -> Vec<T> {
-        let half = d / 2;
-        let mut y = vec![T::from_f64(0.0); x.len()];
-        let sign = if inverse { -1.0 } else { 1.0 };
-        y.par_chunks_mut(heads * d).zip(x.par_chunks(heads * d)).enumerate().for_each(|(row, (y, x))| {
-            let p = row % t;
-            let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-            for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                for i in 0..half {
-                    let (x0, x1) = (x[2 * i].to_f64(), x[2 * i + 1].to_f64());
-                    let (c, s) = (c[i].to_f64(), sign * s[i].to_f64());
-                    y[2 * i] = T::from_f64(x0 * c - x1 * s);
-                    y[2 * i + 1] = T::from_f64(x0 * s + x1 * c);
-                }
-            }
-        });
-        y
-    }
-}
-
-impl candle_core::CustomOp3 for Rope {
-    fn name(&self) -> &'static str {
-        "rope-interleaved"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, t, h, d) = l1.shape().dims4()?;
-        if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
-            candle_core::bail!("rope: tables {:?} for input {:?}", l2.shape(), l1.shape());
-        }
-        let storage = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(Self::apply::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, (t, h, d), false)),
-            DType::F64 => CpuStorage::F64(Self::apply::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, (t, h, d), false)),
-            d => candle_core::bail!("rope: unsupported dtype {d:?}"),
-        };
-        Ok((storage, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, t, h, d) = x.dims4()?;
-        let dev = x.device().clone();
-        let dx = match x.dtype() {
-            DType::F64 => with_data::<f64, _>(grad, |g| {
-                with_data::<f64, _>(cos, |c| with_data::<f64, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, (t, h, d), true), x.shape(), &dev)))
-            })?,
-            _ => with_data::<f32, _>(grad, |g| {
-                with_data::<f32, _>(cos, |c| with_data::<f32, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, (t, h, d), true), x.shape(), &dev)))
-            })?,
-        }???;
-        Ok((Some(dx), None, None))
-    }
-}
-
 /// `silu(gate) · up`, the MLP's activation, as `apply_op2(gate, up)`. candle's composite makes
 /// two graph nodes whose backward takes about ten passes over `tokens × intermediate` floats
 /// (silu's derivative alone is built from neg, exp, recip and four more ops); this is one pass
@@ -560,7 +496,7 @@ fn sigmoids<T: Float>(x: &[T]) -> Vec<T> {
 
 impl SwiGlu {
     fn forward<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
-        let mut y = vec![T::from_f64(0.0); gate.len()];
+        let mut y = zeros::<T>(gate.len());
         y.par_chunks_mut(ELEMENTWISE_CHUNK).zip(gate.par_chunks(ELEMENTWISE_CHUNK)).zip(up.par_chunks(ELEMENTWISE_CHUNK)).for_each(|((y, g), u)| {
             for (((y, &g), &u), s) in y.iter_mut().zip(g).zip(u).zip(sigmoids(g)) {
                 *y = T::from_f64(g.to_f64() * s.to_f64() * u.to_f64());
@@ -571,8 +507,7 @@ impl SwiGlu {
 
     /// d gate = grad·up·σ(g)·(1 + g·(1 − σ(g))), d up = grad·silu(g).
     fn backward<T: Float>(gate: &[T], up: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
-        let zero = T::from_f64(0.0);
-        let (mut d_gate, mut d_up) = (vec![zero; gate.len()], vec![zero; gate.len()]);
+        let (mut d_gate, mut d_up) = (zeros::<T>(gate.len()), zeros::<T>(gate.len()));
         let chunks = gate.par_chunks(ELEMENTWISE_CHUNK).zip(up.par_chunks(ELEMENTWISE_CHUNK)).zip(grad.par_chunks(ELEMENTWISE_CHUNK));
         d_gate.par_chunks_mut(ELEMENTWISE_CHUNK).zip(d_up.par_chunks_mut(ELEMENTWISE_CHUNK)).zip(chunks).for_each(|((dg, du), ((g, u), gr))| {
             let s = sigmoids(g);
