@@ -235,7 +235,14 @@ fn pack_rhs(dst: &mut [f32], rhs: Strided, pc: usize, kc: usize, jc: usize, nc: 
         if rhs.cs == 1 {
             for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
                 let start = (pc + p) * rhs.rs + jc + j;
-                row[..cols].copy_from_slice(&rhs.data[start..start + cols]);
+                if cols == NR {
+                    // A fixed-size copy compiles to two vector moves; a slice copy of run-time
+                    // length is a `memcpy` call per 128 bytes.
+                    let row: &mut [f32; NR] = row.try_into().expect("panel rows are NR wide");
+                    *row = rhs.data[start..start + NR].try_into().expect("NR floats");
+                } else {
+                    row[..cols].copy_from_slice(&rhs.data[start..start + cols]);
+                }
             }
         } else if rhs.rs == 1 {
             pack_transposed(panel, rhs, pc, kc, jc + j, cols);

@@ -145,7 +145,9 @@ pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
         return vec![T::from_f64(0.0); len];
     }
     let mut v = Vec::with_capacity(len);
-    v.par_extend(rayon::iter::repeat_n(T::from_f64(0.0), len));
+    v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::from_f64(0.0))));
+    // SAFETY: the loop above initialised all `len` elements of the capacity.
+    unsafe { v.set_len(len) };
     v
 }
 
