@@ -136,13 +136,16 @@ struct Block {
     j1: usize,
 }
 
-/// Splits the result among `threads` tasks: into column bands of whole register tiles when
-/// there are enough of them (each task then packs only its own columns of the right operand),
-/// otherwise into row bands (the narrow rank-r products).
+/// Splits the result into tasks for `threads` threads: column bands of whole register tiles
+/// when there are enough of them (each task then packs only its own columns of the right
+/// operand), otherwise row bands (the narrow rank-r products). Up to four tasks per thread, so
+/// that when another process holds up one of our threads, the others take over its share
+/// instead of waiting for it.
 fn split(m: usize, n: usize, threads: usize) -> Vec<Block> {
+    let tasks = if threads > 1 { 4 * threads } else { 1 };
     let bands = |len: usize, unit: usize| -> Vec<(usize, usize)> {
         let units = len.div_ceil(unit);
-        let count = threads.clamp(1, units);
+        let count = tasks.clamp(1, units);
         (0..count).map(|t| ((units * t / count * unit).min(len), (units * (t + 1) / count * unit).min(len))).filter(|(a, b)| a < b).collect()
     };
     if n.div_ceil(NR) >= threads {
@@ -524,13 +527,26 @@ mod tests {
         }
     }
 
+    /// Blocks tile the result exactly, in whole register tiles, at most four per thread.
     #[test]
-    fn split_gives_whole_tiles_to_each_thread() {
-        let b = |i0, i1, j0, j1| Block { i0, i1, j0, j1 };
-        assert_eq!(split(512, 100, 2), vec![b(0, 512, 0, 64), b(0, 512, 64, 100)]);
-        assert_eq!(split(512, 192, 2), vec![b(0, 512, 0, 96), b(0, 512, 96, 192)]);
-        assert_eq!(split(512, 8, 2), vec![b(0, 252, 0, 8), b(252, 512, 0, 8)]);
-        assert_eq!(split(10, 8, 2), vec![b(0, 10, 0, 8)]);
+    fn split_covers_the_result_in_whole_tiles() {
+        for (m, n, threads) in [(512, 100, 2), (512, 192, 2), (512, 576, 2), (512, 8, 2), (10, 8, 2), (512, 49152, 3), (512, 576, 1)] {
+            let blocks = split(m, n, threads);
+            assert!(!blocks.is_empty() && blocks.len() <= 4 * threads);
+            if threads == 1 {
+                assert_eq!(blocks, vec![Block { i0: 0, i1: m, j0: 0, j1: n }]);
+            }
+            let mut covered = vec![0u8; m * n];
+            for b in &blocks {
+                assert!((b.i0 % MR == 0 || b.i0 == m) && (b.j0 % NR == 0 || b.j0 == n), "{b:?}");
+                for i in b.i0..b.i1 {
+                    for j in b.j0..b.j1 {
+                        covered[i * n + j] += 1;
+                    }
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{m}x{n} on {threads}");
+        }
     }
 
     /// GFLOP/s of this path against the gemm crate on the trainer's shapes, per CPU second of
