@@ -1,11 +1,13 @@
-//! The trainer's heavy differentiable ops, written against the gemm kernels directly.
+//! The trainer's heavy differentiable ops, written against matrix kernels directly (f32 on
+//! `sgemm`'s AVX-512 tile where the CPU has it, otherwise and for f64 the gemm crate).
 //!
 //! Composed from candle ops, a LoRA projection over a frozen weight costs five matmuls forward
 //! (one of them a weight gradient nobody wants), half a dozen full-size temporaries and copies in
 //! and out of custom ops; the loss over a 49k vocabulary costs six more passes over
 //! `tokens × vocab` floats each way. Here each is one op with a hand-written backward that
 //! computes only what LoRA training needs: input gradients through frozen weights, gradients of
-//! the rank-r factors, and the loss gradient `softmax − one_hot` in one pass.
+//! the rank-r factors, and the loss gradient `softmax − one_hot`, formed inside the forward pass
+//! together with the output projection. Attention is in `train_attention`.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
