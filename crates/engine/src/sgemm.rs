@@ -4,9 +4,9 @@
 //! shapes (512 rows against 576…49152 columns, one operand a transposed weight). This is a
 //! BLIS-style loop nest specialised to them: the left operand is row-major activations, read
 //! in place with broadcasts (packing it would cost as much as the product on the narrow k/v
-//! projections); the right operand is packed per `KC × NC` block into 32-column panels that
-//! stay in L2 while a `12 × KC` sliver of the left operand stays in L1; a 12×32 tile of the
-//! result lives in 24 zmm registers for the whole `KC` reduction. Threads split the columns.
+//! projections); the right operand is packed per `kc × nc` block into 32-column panels that
+//! stay in L2 while a `12 × kc` sliver of the left operand stays in L1; a 12×32 tile of the
+//! result lives in 24 zmm registers for the whole `kc` reduction. Threads split the columns.
 
 use std::cell::RefCell;
 
@@ -14,11 +14,22 @@ use std::cell::RefCell;
 const MR: usize = 12;
 /// Columns of the register tile: two 16-lane vectors.
 const NR: usize = 32;
-/// Reduction depth per packed block: a `MR × KC` sliver of the left operand (12 KiB) stays in
-/// L1 while the tile runs along a packed block.
+/// Reduction depth per packed block for long reductions: a `MR × KC` sliver of the left
+/// operand (12 KiB) stays in L1 while the tile runs along a packed block.
 const KC: usize = 256;
-/// Columns per packed block: `KC × NC` floats (768 KiB) stay in L2 beside the left operand.
-const NC: usize = 768;
+/// Reductions up to this deep are one block: every result tile is then stored once instead of
+/// being read back and stored again per block, which for the 512 × 49152 logits (k = 576) was
+/// hundreds of megabytes of memory traffic per product. The sliver (27 KiB at 576) still fits
+/// L1.
+const MAX_SINGLE_KC: usize = 640;
+/// Floats of one packed block (`kc × nc`, 768 KiB): it stays in L2 beside the left operand.
+const PACKED_FLOATS: usize = KC * 768;
+
+/// Reduction depth and column count of the packed blocks for a reduction over `k`.
+fn block_shape(k: usize) -> (usize, usize) {
+    let kc = if k <= MAX_SINGLE_KC { k.max(1) } else { KC };
+    (kc, (PACKED_FLOATS / kc / NR * NR).max(NR))
+}
 
 /// A matrix operand with arbitrary strides: element `(i, j)` at `data[i·rs + j·cs]` (a
 /// transpose is a swap of the strides).
@@ -163,7 +174,7 @@ unsafe impl Send for SharedDst {}
 unsafe impl Sync for SharedDst {}
 
 thread_local! {
-    /// Packed right-operand block, reused across calls: a fresh `KC × NC` allocation per call
+    /// Packed right-operand block, reused across calls: a fresh allocation per call
     /// would be a fresh mapping and its page faults each time.
     static PACKED: RefCell<Vec<Lane>> = const { RefCell::new(Vec::new()) };
 }
@@ -171,7 +182,7 @@ thread_local! {
 /// Row stride of the copy of a left-operand sliver made when the operand's own rows are a
 /// multiple of 4 KiB apart (the loss gradient over a 49152-token vocabulary): such rows fall into
 /// one L1 set and evict each other; 16 floats of padding spread them.
-const SLIVER_STRIDE: usize = KC + 16;
+const SLIVER_STRIDE: usize = MAX_SINGLE_KC + 16;
 
 /// 64-byte aligned storage for one 16-float vector, so packed panels load whole cache lines.
 #[derive(Clone, Copy)]
@@ -188,7 +199,7 @@ unsafe fn gemm_block(dst: SharedDst, ldc: usize, accumulate: bool, d: Dims, lhs:
     let Block { i0, i1, j0, j1 } = block;
     PACKED.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let lanes = KC * NC / 16;
+        let lanes = PACKED_FLOATS / 16;
         if buf.len() < lanes {
             buf.resize(lanes, Lane([0.0; 16]));
         }
@@ -196,13 +207,27 @@ unsafe fn gemm_block(dst: SharedDst, ldc: usize, accumulate: bool, d: Dims, lhs:
         let packed = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), lanes * 16) };
         let mut sliver = [0f32; MR * SLIVER_STRIDE];
         let aliased = lhs.rs % 1024 == 0;
-        for jc in (j0..j1).step_by(NC) {
-            let nc = NC.min(j1 - jc);
-            for pc in (0..d.k).step_by(KC) {
-                let kc = KC.min(d.k - pc);
+        let (depth, width) = block_shape(d.k);
+        for jc in (j0..j1).step_by(width) {
+            let nc = width.min(j1 - jc);
+            for pc in (0..d.k).step_by(depth) {
+                let kc = depth.min(d.k - pc);
                 pack_rhs(packed, rhs, pc, kc, jc, nc);
                 let load_dst = accumulate || pc > 0;
-                for ic in (i0..i1).step_by(MR) {
+                // The block packed next: its source (a frozen weight, in memory rather than
+                // cache) is fetched while this one is multiplied, a share per row tile.
+                let next = if pc + depth < d.k {
+                    Some((pc + depth, depth.min(d.k - pc - depth), jc, nc))
+                } else if jc + width < j1 {
+                    Some((0, depth.min(d.k), jc + width, width.min(j1 - jc - width)))
+                } else {
+                    None
+                };
+                let tiles = (i1 - i0).div_ceil(MR);
+                for (step, ic) in (i0..i1).step_by(MR).enumerate() {
+                    if let Some(next) = next {
+                        prefetch_share(rhs, next, step, tiles);
+                    }
                     let rows = MR.min(i1 - ic);
                     let (a, lda) = if aliased {
                         for (i, dst) in sliver.chunks_exact_mut(SLIVER_STRIDE).take(rows).enumerate() {
@@ -227,6 +252,37 @@ unsafe fn gemm_block(dst: SharedDst, ldc: usize, accumulate: bool, d: Dims, lhs:
             }
         }
     })
+}
+
+/// Prefetches share `step` of `steps` of the source of block `(pc, kc, jc, nc)` of `rhs`: its
+/// runs of adjacent floats (rows of a row-major operand, columns of a transposed one), line by
+/// line.
+fn prefetch_share(rhs: Strided, (pc, kc, jc, nc): (usize, usize, usize, usize), step: usize, steps: usize) {
+    let (runs, run_len, start_of) = if rhs.cs == 1 {
+        (kc, nc, (pc * rhs.rs + jc, rhs.rs))
+    } else if rhs.rs == 1 {
+        (nc, kc, (pc + jc * rhs.cs, rhs.cs))
+    } else {
+        return;
+    };
+    let (first, stride) = start_of;
+    for run in runs * step / steps..runs * (step + 1) / steps {
+        let start = first + run * stride;
+        let Some(line) = rhs.data.get(start..start + run_len) else { return };
+        for chunk in line.chunks(16) {
+            prefetch(chunk.as_ptr());
+        }
+    }
+}
+
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing architecturally and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Packs `rhs[pc..pc+kc, jc..jc+nc]` into 32-column panels: panel `q`, reduction step `p` holds
@@ -460,8 +516,9 @@ mod tests {
             eprintln!("skipped: no AVX-512F");
             return;
         }
-        // (m, n, k, left row stride): 1024 takes the path for rows 4 KiB apart.
-        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43)] {
+        // (m, n, k, left row stride): 1024 and 2048 take the path for rows 4 KiB apart; k above
+        // 640 takes several reduction blocks.
+        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43), (20, 100, 1300, 1303), (14, 40, 1100, 2048)] {
             // Right operand row-major, transposed, or with neither stride 1.
             for (rhs_layout, lhs_transposed) in [("rows", false), ("transposed", false), ("rows", true), ("strided", false)] {
                 for accumulate in [false, true] {
