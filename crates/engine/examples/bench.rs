@@ -67,6 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch = Batch::new(&[&example, &example, &example, &example], 0)?;
     let vars: Vec<_> = lora.vars().cloned().collect();
     let mut opt = candle_nn::AdamW::new_lr(vars, 1e-4)?;
+    // Warm-up, as the PyTorch reference does (forward and backward, no optimizer step): the
+    // first step also pays for first-touch page faults of buffers that later steps reuse.
+    batch_loss_sum(&train_model, &batch)?.backward()?;
     let (t, cpu0) = (Instant::now(), cpu_seconds());
     for _ in 0..train_steps {
         let loss = batch_loss_sum(&train_model, &batch)?;

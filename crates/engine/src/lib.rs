@@ -21,13 +21,16 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod generate;
+mod exp;
 mod ggml;
 pub mod lora;
 pub mod model;
 mod kernels;
 pub mod sampling;
+mod sgemm;
 pub mod tokenizer;
 pub mod train;
+mod train_attention;
 mod train_ops;
 
 use std::path::{Path, PathBuf};

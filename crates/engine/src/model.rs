@@ -213,6 +213,14 @@ impl Linear {
         self.host_lora = OnceLock::new();
     }
 
+    /// The weight of a dense projection without an adapter.
+    pub(crate) fn frozen_dense_weight(&self) -> Option<&Tensor> {
+        match (&self.base, &self.lora) {
+            (BaseWeight::Dense(w), None) => Some(w),
+            _ => None,
+        }
+    }
+
     pub(crate) fn shape(&self) -> (usize, usize) {
         (self.out_features, self.in_features)
     }
@@ -560,14 +568,18 @@ impl Llama {
         on_pool(|| Ok(self.forward_all(&input, Mode::Infer)?.squeeze(0)?))
     }
 
-    /// Training logits `[n, vocab]` at the flattened positions `rows` (indices into
-    /// `batch × seq`) only: the output projection is the costliest matmul, and only positions
+    /// Sum of the training loss `−log p(target)` at the flattened positions `rows` (indices
+    /// into `batch × seq`): the output projection is the costliest matmul, and only positions
     /// followed by a trainable token need it.
-    pub(crate) fn train_logits_at(&self, input: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    pub(crate) fn train_loss_sum(&self, input: &Tensor, rows: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
         let hidden = self.hidden_states(input, None, Mode::Train)?;
         let (b, t, h) = hidden.dims3()?;
-        let picked = hidden.reshape((b * t, h))?.index_select(rows, 0)?;
-        Ok(self.output.forward(&picked, true)?)
+        let picked = hidden.reshape((b * t, h))?.index_select(rows, 0)?.contiguous()?;
+        let w = self.output.frozen_dense_weight().ok_or_else(|| EngineError::InvalidParameter {
+            name: "model",
+            message: "training needs a dense output projection without an adapter".into(),
+        })?;
+        Ok(picked.apply_op1(crate::train_ops::ProjectedCrossEntropy::new(w.clone(), targets))?)
     }
 
     /// Logits at every position of a `[batch, seq]` input, with differentiable kernels when
@@ -607,7 +619,7 @@ impl Llama {
         if ggml && cache.is_some() && b != 1 {
             return Err(EngineError::InvalidParameter { name: "input", message: "a KV cache holds one sequence".into() });
         }
-        let mask = if t > 1 && !ggml { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
+        let mask = if t > 1 && !ggml && !train { Some(causal_mask(t, offset)?.to_dtype(x.dtype())?) } else { None };
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         let rope_rows = if ggml {
@@ -654,20 +666,16 @@ impl Llama {
                     None => crate::ggml::attention(&q, &k, &v, crate::ggml::AttentionShape { s: t, ..shape })?,
                 };
                 Tensor::from_vec(out, (b, t, c.num_heads * c.head_dim), &Device::Cpu)?
+            } else if train {
+                // RoPE, grouped heads and the causal mask in one op over the projections' layout.
+                let op = crate::train_attention::CausalAttention::new(c.num_heads, c.num_kv_heads, cos.clone(), sin.clone())?;
+                q.apply_op3(&k, &v, op)?
             } else {
                 let q = q.reshape((b, t, c.num_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let k = k.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let v = v.reshape((b, t, c.num_kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-                let (q, k) = match mode {
-                    Mode::Infer => (
-                        candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                        candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                    ),
-                    Mode::Train => (
-                        q.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                        k.apply_op3(&cos, &sin, crate::train_ops::Rope)?,
-                    ),
-                };
+                let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+                let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
                 let (k, v) = match cache.as_mut() {
                     Some(cache) => {
                         let (k, v) = match &cache.layers[i] {
@@ -679,14 +687,20 @@ impl Llama {
                     }
                     None => (k, v),
                 };
-                let attn = attention(&q, &k, &v, mask.as_ref(), c, mode)?;
+                let attn = attention(&q, &k, &v, mask.as_ref(), c)?;
                 attn.transpose(1, 2)?.reshape((b, t, c.num_heads * c.head_dim))?
             };
             let x_attn = (block.proj(Projection::O).forward(&attn, train)? + residual)?;
             let h = norm(&x_attn, &block.ffn_norm)?;
             let [gate, up] =
                 Linear::forward_shared([block.proj(Projection::Gate), block.proj(Projection::Up)], &h, train)?;
-            let act = if ggml { crate::ggml::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
+            let act = if ggml {
+                crate::ggml::swiglu(&gate, &up)?
+            } else if train {
+                gate.apply_op2(&up, crate::train_ops::SwiGlu)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            };
             let mlp = block.proj(Projection::Down).forward(&act, train)?;
             x = (mlp + x_attn)?;
         }
@@ -716,14 +730,8 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, mode: Mode) -> candle_core::Result
     }
 }
 
-fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    c: &ModelConfig,
-    mode: Mode,
-) -> candle_core::Result<Tensor> {
+/// Inference attention over `[b, heads, t, d]` (training uses `train_attention`).
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, c: &ModelConfig) -> candle_core::Result<Tensor> {
     let rep = c.num_heads / c.num_kv_heads;
     let (k, v) = if rep > 1 { (repeat_kv(k, rep)?, repeat_kv(v, rep)?) } else { (k.clone(), v.clone()) };
     let scale = 1.0 / (c.head_dim as f64).sqrt();
@@ -731,12 +739,7 @@ fn attention(
     if let Some(m) = mask {
         scores = scores.broadcast_add(m)?;
     }
-    let probs = match mode {
-        Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-        Mode::Train => scores.contiguous()?.apply_op1(crate::train_ops::SoftmaxLastDim)?,
-    };
-
-    probs.matmul(&v.contiguous()?)
+    candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
 }
 
 fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {

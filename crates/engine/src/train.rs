@@ -331,9 +331,7 @@ impl Batch {
 
 /// Sum over the batch's trainable positions of −log p(target).
 pub fn batch_loss_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
-    let logits = model.train_logits_at(&batch.input, &batch.rows)?;
-    let targets = batch.targets.to_vec1::<u32>()?;
-    Ok(logits.contiguous()?.apply_op1(crate::train_ops::CrossEntropySum { targets })?)
+    model.train_loss_sum(&batch.input, &batch.rows, batch.targets.to_vec1::<u32>()?)
 }
 
 thread_local! {

@@ -1,27 +1,53 @@
-//! The trainer's heavy differentiable ops, written against the gemm kernels directly.
+//! The trainer's heavy differentiable ops, written against matrix kernels directly (f32 on
+//! `sgemm`'s AVX-512 tile where the CPU has it, otherwise and for f64 the gemm crate).
 //!
 //! Composed from candle ops, a LoRA projection over a frozen weight costs five matmuls forward
 //! (one of them a weight gradient nobody wants), half a dozen full-size temporaries and copies in
 //! and out of custom ops; the loss over a 49k vocabulary costs six more passes over
 //! `tokens × vocab` floats each way. Here each is one op with a hand-written backward that
 //! computes only what LoRA training needs: input gradients through frozen weights, gradients of
-//! the rank-r factors, and the loss gradient `softmax − one_hot` in one pass.
+//! the rank-r factors, and the loss gradient `softmax − one_hot`, formed inside the forward pass
+//! together with the output projection. Attention is in `train_attention`.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    /// exp(self − shift) in the type's own precision: f32 `exp` is several times cheaper than
-    /// f64's, and the loss runs it over every logit twice.
-    fn exp_minus(self, shift: f64) -> f64;
+    /// `x[i] = exp(x[i])` in the type's own precision: f32's is vectorised (see `exp`), and the
+    /// loss, the attention softmax and SwiGLU run it some eighty million times a step.
+    fn exp_in_place(x: &mut [Self]);
+    /// See [`softmax_in_place`].
+    fn softmax_in_place(row: &mut [Self]) -> (f64, f64) {
+        softmax_in_place_generic(row)
+    }
+    /// Runs a checked product on a type-specific fast path when there is one; gives it back
+    /// for the gemm crate otherwise.
+    fn fast_gemm(product: Product<'_, Self>) -> Option<Product<'_, Self>> {
+        Some(product)
+    }
 }
 
 impl Float for f32 {
-    fn exp_minus(self, shift: f64) -> f64 {
-        (self - shift as f32).exp() as f64
+    fn softmax_in_place(row: &mut [Self]) -> (f64, f64) {
+        softmax_in_place_f32(row)
+    }
+    fn fast_gemm(p: Product<'_, Self>) -> Option<Product<'_, Self>> {
+        if !crate::sgemm::supported() {
+            return Some(p);
+        }
+        let dims = crate::sgemm::Dims { m: p.m, n: p.n, k: p.k };
+        let lhs = crate::sgemm::Strided { data: p.lhs.data, rs: p.lhs.rs, cs: p.lhs.cs };
+        let rhs = crate::sgemm::Strided { data: p.rhs.data, rs: p.rhs.rs, cs: p.rhs.cs };
+        let dst = crate::sgemm::Dst { data: p.dst, ldc: p.ldc, accumulate: p.accumulate };
+        crate::sgemm::gemm(dst, dims, lhs, rhs, p.scale as f32, p.threads);
+        None
+    }
+    fn exp_in_place(x: &mut [Self]) {
+        crate::exp::exp_in_place(x)
     }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {
@@ -32,8 +58,8 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
-    fn exp_minus(self, shift: f64) -> f64 {
-        (self - shift).exp()
+    fn exp_in_place(x: &mut [Self]) {
+        x.iter_mut().for_each(|v| *v = v.exp());
     }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {
@@ -45,60 +71,97 @@ impl Float for f64 {
 
 /// A matrix operand: data plus row and column strides (a transpose is a swap of the strides).
 #[derive(Clone, Copy)]
-struct Mat<'a, T> {
+pub(crate) struct Mat<'a, T> {
     data: &'a [T],
     rs: usize,
     cs: usize,
 }
 
-fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
+pub(crate) fn mat<T>(data: &[T], rs: usize, cs: usize) -> Mat<'_, T> {
     Mat { data, rs, cs }
 }
 
-/// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, dst row-major.
+/// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, dst row-major, on all of
+/// rayon's threads.
+#[allow(clippy::too_many_arguments)]
 fn gemm_into<T: Float>(dst: &mut [T], accumulate: bool, m: usize, n: usize, k: usize, lhs: Mat<T>, rhs: Mat<T>, scale: f64) {
-    let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::from_f64(0.0));
+    Product { dst, ldc: n, accumulate, m, n, k, lhs, rhs, scale, threads: rayon::current_num_threads() }.run()
+}
+
+/// One matrix product: `dst (+)= scale · lhs[m×k] · rhs[k×n]`, dst rows `ldc` apart.
+pub(crate) struct Product<'a, T> {
+    pub(crate) dst: &'a mut [T],
+    pub(crate) ldc: usize,
+    pub(crate) accumulate: bool,
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) lhs: Mat<'a, T>,
+    pub(crate) rhs: Mat<'a, T>,
+    pub(crate) scale: f64,
+    /// 1 inside work that is already split among threads (attention heads).
+    pub(crate) threads: usize,
+}
+
+impl<T: Float> Product<'_, T> {
+    pub(crate) fn run(self) {
+        let Product { m, n, k, ldc, lhs, rhs, .. } = self;
+        let extent = |x: Mat<T>, rows: usize, cols: usize| (rows - 1) * x.rs + (cols - 1) * x.cs + 1;
+        if m == 0 || n == 0 {
+            return;
         }
-        return;
-    }
-    assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operand too small");
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: the asserts above keep every index the strides produce inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::from_f64(1.0),
-            T::from_f64(scale),
-            false,
-            false,
-            false,
-            parallelism,
-        )
+        assert!(ldc >= n && self.dst.len() >= (m - 1) * ldc + n, "gemm: destination too small");
+        if k == 0 {
+            if !self.accumulate {
+                self.dst.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(T::from_f64(0.0)));
+            }
+            return;
+        }
+        assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operand too small");
+        let Some(product) = T::fast_gemm(self) else { return };
+        let parallelism = if product.threads > 1 && m * n * k >= 64 * 64 * 64 { Parallelism::Rayon(product.threads) } else { Parallelism::None };
+        // SAFETY: the asserts above keep every index the strides produce inside the slices.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                product.dst.as_mut_ptr(),
+                1,
+                ldc as isize,
+                product.accumulate,
+                lhs.data.as_ptr(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                T::from_f64(1.0),
+                T::from_f64(product.scale),
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
     }
 }
 
+/// A zeroed vector, filled by rayon's threads when large: each step allocates gigabytes of
+/// outputs, and zeroing them on the calling thread alone left the other cores idle.
+pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
+    if len < 1 << 16 {
+        return vec![T::from_f64(0.0); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::from_f64(0.0))));
+    // SAFETY: the loop above initialised all `len` elements of the capacity.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Runs `f` on the contiguous data of a CPU tensor.
-fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
+pub(crate) fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("train ops run on the CPU") };
@@ -107,7 +170,7 @@ fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core:
     Ok(f(&data[start..end]))
 }
 
-fn input_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+pub(crate) fn input_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{what} must be contiguous") };
     let Some(data) = T::slice(s) else { candle_core::bail!("{what}: unsupported dtype {:?}", s.dtype()) };
     Ok(&data[start..end])
@@ -134,11 +197,11 @@ impl FrozenLinear {
     fn forward<T: Float>(&self, x: &[T], shape: &Shape, lora: Option<(&[T], &[T])>) -> candle_core::Result<(CpuStorage, Shape)> {
         let (out_f, in_f) = self.dims();
         let rows = x.len() / in_f;
-        let mut y = vec![T::from_f64(0.0); rows * out_f];
+        let mut y = zeros::<T>(rows * out_f);
         with_data::<T, _>(&self.w, |w| gemm_into(&mut y, false, rows, out_f, in_f, mat(x, in_f, 1), mat(w, 1, in_f), 1.0))?;
         if let Some((a, b)) = lora {
             let r = a.len() / in_f;
-            let mut t = vec![T::from_f64(0.0); rows * r];
+            let mut t = zeros::<T>(rows * r);
             gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
             gemm_into(&mut y, true, rows, out_f, r, mat(&t, r, 1), mat(b, 1, r), self.scale);
         }
@@ -151,7 +214,7 @@ impl FrozenLinear {
         let dev = grad.device();
         let in_shape = x.shape().clone();
         with_data::<T, _>(grad, |g| -> candle_core::Result<[Option<Tensor>; 3]> {
-            let mut dx = vec![T::from_f64(0.0); rows * in_f];
+            let mut dx = zeros::<T>(rows * in_f);
             with_data::<T, _>(&self.w, |w| gemm_into(&mut dx, false, rows, in_f, out_f, mat(g, out_f, 1), mat(w, in_f, 1), 1.0))?;
             let Some((a, b)) = lora else {
                 return Ok([Some(Tensor::from_vec(dx, in_shape, dev)?), None, None]);
@@ -163,15 +226,18 @@ impl FrozenLinear {
                         let s = self.scale;
                         // u = g·B and t = x·Aᵀ are [rows, r]: cheap, so t is recomputed
                         // rather than kept from the forward pass.
-                        let mut u = vec![T::from_f64(0.0); rows * r];
+                        let mut u = zeros::<T>(rows * r);
                         gemm_into(&mut u, false, rows, r, out_f, mat(g, out_f, 1), mat(b, r, 1), 1.0);
-                        let mut t = vec![T::from_f64(0.0); rows * r];
+                        let mut t = zeros::<T>(rows * r);
                         gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
                         gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
-                        let mut da = vec![T::from_f64(0.0); r * in_f];
+                        let mut da = zeros::<T>(r * in_f);
                         gemm_into(&mut da, false, r, in_f, rows, mat(&u, 1, r), mat(x, in_f, 1), s);
-                        let mut db = vec![T::from_f64(0.0); out_f * r];
-                        gemm_into(&mut db, false, out_f, r, rows, mat(g, 1, out_f), mat(&t, r, 1), s);
+                        // dB = s·gᵀ·t, formed as its transpose tᵀ·g: the transposed left operand
+                        // is then t (rows × r), not the much larger g (rows × out).
+                        let mut db_t = zeros::<T>(r * out_f);
+                        gemm_into(&mut db_t, false, r, out_f, rows, mat(&t, 1, r), mat(g, out_f, 1), s);
+                        let db: Vec<T> = (0..out_f * r).map(|i| db_t[(i % r) * out_f + i / r]).collect();
                         Ok([
                             Some(Tensor::from_vec(dx, in_shape, dev)?),
                             Some(Tensor::from_vec(da, (r, in_f), dev)?),
@@ -251,72 +317,128 @@ impl candle_core::CustomOp3 for FrozenLinear {
     }
 }
 
-/// Sum over rows of `logits [n, vocab]` of `−log softmax(row)[target]`, as a scalar.
-pub(crate) struct CrossEntropySum {
-    pub(crate) targets: Vec<u32>,
+/// Sum over rows of `−log softmax(x·Wᵀ)[target]` for a frozen output projection `W [vocab,
+/// hidden]`, as `apply_op1` on the hidden states `x [rows, hidden]`.
+///
+/// The logits are the largest tensor of a training step (rows × vocab). As graph nodes they were
+/// kept for the backward pass, and they and their gradient were allocated, zeroed and summed
+/// again by candle's autograd, hundreds of megabytes each step. Here they live only inside the
+/// forward pass, which turns them in place into the loss gradient `softmax − one_hot` and
+/// multiplies that by `W` at once; the backward pass scales the kept input gradient by the
+/// (scalar) upstream gradient.
+pub(crate) struct ProjectedCrossEntropy {
+    w: Tensor,
+    targets: Vec<u32>,
+    /// d(loss)/dx, set by the forward pass.
+    input_grad: OnceLock<Tensor>,
 }
 
-/// Per row: (max, log Σ exp(x − max)).
-fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
-    let sum: f64 = row.iter().map(|&v| v.exp_minus(max)).sum();
-    (max, sum.ln())
-}
+impl ProjectedCrossEntropy {
+    pub(crate) fn new(w: Tensor, targets: Vec<u32>) -> Self {
+        Self { w, targets, input_grad: OnceLock::new() }
+    }
 
-impl CrossEntropySum {
-    fn forward<T: Float>(&self, logits: &[T], vocab: usize) -> candle_core::Result<CpuStorage> {
-        if logits.len() != self.targets.len() * vocab {
-            candle_core::bail!("cross-entropy: {} targets for {} rows", self.targets.len(), logits.len() / vocab);
+    fn forward<T: Float>(&self, x: &[T], hidden: usize) -> candle_core::Result<(f64, Vec<T>)> {
+        let (vocab, w_hidden) = self.w.dims2()?;
+        let rows = self.targets.len();
+        if w_hidden != hidden || x.len() != rows * hidden {
+            candle_core::bail!("projected cross-entropy: {} targets, input of {} floats, weight {:?}", rows, x.len(), self.w.shape());
         }
-        let loss: f64 = logits
-            .par_chunks(vocab)
-            .zip(&self.targets)
-            .map(|(row, &t)| {
-                let (max, lse) = row_stats(row);
-                max + lse - row[t as usize].to_f64()
-            })
-            .sum();
-        Ok(T::to_cpu_storage_owned(vec![T::from_f64(loss)]))
-    }
-
-    fn backward<T: Float>(&self, logits: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let (rows, vocab) = logits.dims2()?;
-        let mut out = vec![T::from_f64(0.0); rows * vocab];
-        with_data::<T, _>(logits, |x| {
-            out.par_chunks_mut(vocab).zip(x.par_chunks(vocab)).zip(&self.targets).for_each(|((dst, row), &t)| {
-                let (max, lse) = row_stats(row);
-                let shift = max + lse;
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = T::from_f64(g * v.exp_minus(shift));
-                }
-                dst[t as usize] = T::from_f64(dst[t as usize].to_f64() - g);
-            })
-        })?;
-        Tensor::from_vec(out, (rows, vocab), logits.device())
+        if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("projected cross-entropy: target {t} outside the vocabulary of {vocab}");
+        }
+        let mut logits = zeros::<T>(rows * vocab);
+        let mut dx = zeros::<T>(rows * hidden);
+        with_data::<T, _>(&self.w, |w| {
+            gemm_into(&mut logits, false, rows, vocab, hidden, mat(x, hidden, 1), mat(w, 1, hidden), 1.0);
+            let loss: f64 = logits.par_chunks_mut(vocab).zip(&self.targets).map(|(row, &t)| softmax_minus_one_hot(row, t as usize)).sum();
+            gemm_into(&mut dx, false, rows, hidden, vocab, mat(&logits, vocab, 1), mat(w, hidden, 1), 1.0);
+            (loss, dx)
+        })
     }
 }
 
-impl candle_core::CustomOp1 for CrossEntropySum {
+/// Turns a row of logits into the gradient of `−log softmax(row)[target]`, `softmax − one_hot`,
+/// and returns that loss.
+fn softmax_minus_one_hot<T: Float>(row: &mut [T], target: usize) -> f64 {
+    let logit = row[target].to_f64();
+    let (max, sum) = softmax_in_place(row);
+    row[target] = T::from_f64(row[target].to_f64() - 1.0);
+    max + sum.ln() - logit
+}
+
+/// Softmax of `row` in place; returns the row's maximum and `Σ exp(x − max)`, whose logarithm
+/// plus the maximum is the log-sum-exp.
+pub(crate) fn softmax_in_place<T: Float>(row: &mut [T]) -> (f64, f64) {
+    T::softmax_in_place(row)
+}
+
+/// [`softmax_in_place`] in any float type, through f64.
+fn softmax_in_place_generic<T: Float>(row: &mut [T]) -> (f64, f64) {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    row.iter_mut().for_each(|v| *v = T::from_f64(v.to_f64() - max));
+    T::exp_in_place(row);
+    let sum: f64 = row.iter().map(|v| v.to_f64()).sum();
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v = T::from_f64(v.to_f64() * inv));
+    (max, sum)
+}
+
+/// [`softmax_in_place`] for f32 in 16 independent lanes, which the compiler vectorises (the
+/// generic version's per-element f64 round trips and serial folds were several percent of a
+/// step over the 49152-token vocabulary); the sum is still accumulated in f64.
+fn softmax_in_place_f32(row: &mut [f32]) -> (f64, f64) {
+    const LANES: usize = 16;
+    let mut max_lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (m, &v) in max_lanes.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = chunks.remainder().iter().chain(&max_lanes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    row.iter_mut().for_each(|v| *v -= max);
+    crate::exp::exp_in_place(row);
+    let mut sum_lanes = [0f64; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (s, &v) in sum_lanes.iter_mut().zip(chunk) {
+            *s += v as f64;
+        }
+    }
+    let sum: f64 = sum_lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
+    let inv = (1.0 / sum) as f32;
+    row.iter_mut().for_each(|v| *v *= inv);
+    (max as f64, sum)
+}
+
+impl candle_core::CustomOp1 for ProjectedCrossEntropy {
     fn name(&self) -> &'static str {
-        "cross-entropy-sum"
+        "projected-cross-entropy"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, vocab) = l.shape().dims2()?;
-        let storage = match s.dtype() {
-            DType::F32 => self.forward::<f32>(input_slice(s, l, "logits")?, vocab)?,
-            DType::F64 => self.forward::<f64>(input_slice(s, l, "logits")?, vocab)?,
-            d => candle_core::bail!("cross-entropy: unsupported dtype {d:?}"),
+        let (rows, hidden) = l.shape().dims2()?;
+        let (loss, grad) = match s.dtype() {
+            DType::F32 => {
+                let (loss, dx) = self.forward::<f32>(input_slice(s, l, "x")?, hidden)?;
+                (CpuStorage::F32(vec![loss as f32]), Tensor::from_vec(dx, (rows, hidden), &candle_core::Device::Cpu)?)
+            }
+            DType::F64 => {
+                let (loss, dx) = self.forward::<f64>(input_slice(s, l, "x")?, hidden)?;
+                (CpuStorage::F64(vec![loss]), Tensor::from_vec(dx, (rows, hidden), &candle_core::Device::Cpu)?)
+            }
+            d => candle_core::bail!("projected cross-entropy: unsupported dtype {d:?}"),
         };
-        Ok((storage, Shape::from(())))
+        if self.input_grad.set(grad).is_err() {
+            candle_core::bail!("projected cross-entropy: an op instance serves one forward pass");
+        }
+        Ok((loss, Shape::from(())))
     }
 
-    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(match logits.dtype() {
-            DType::F64 => self.backward::<f64>(logits, grad)?,
-            _ => self.backward::<f32>(logits, grad)?,
-        }))
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let Some(dx) = self.input_grad.get() else { candle_core::bail!("projected cross-entropy: backward before forward") };
+        Ok(Some(dx.broadcast_mul(&grad.to_dtype(dx.dtype())?)?))
     }
 }
 
@@ -335,7 +457,7 @@ pub(crate) struct RmsNorm {
 impl RmsNorm {
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let n = w.len();
-        let mut y = vec![T::from_f64(0.0); x.len()];
+        let mut y = zeros::<T>(x.len());
         y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
             let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
             let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
@@ -354,7 +476,7 @@ impl RmsNorm {
             with_data::<T, _>(w, |w| {
                 with_data::<T, _>(grad, |g| {
                     let n = w.len();
-                    let mut dx = vec![T::from_f64(0.0); x.len()];
+                    let mut dx = zeros::<T>(x.len());
                     dx.par_chunks_mut(n).zip(x.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, x), g)| {
                         let ss: f64 = x.iter().map(|v| v.to_f64() * v.to_f64()).sum();
                         let r = 1.0 / (ss / n as f64 + self.eps).sqrt();
@@ -399,135 +521,127 @@ impl candle_core::CustomOp2 for RmsNorm {
     }
 }
 
-/// Interleaved rotary embedding of `x [b, h, t, d]` with `cos`, `sin [t, d/2]`, as `apply_op3`,
-/// with a backward (the rotation by −θ); candle's differentiable version goes through a dozen
-/// strided temporaries.
-pub(crate) struct Rope;
+/// `silu(gate) · up`, the MLP's activation, as `apply_op2(gate, up)`. candle's composite makes
+/// two graph nodes whose backward takes about ten passes over `tokens × intermediate` floats
+/// (silu's derivative alone is built from neg, exp, recip and four more ops); this is one pass
+/// each way.
+pub(crate) struct SwiGlu;
 
-impl Rope {
-    fn apply<T: Float>(x: &[T], cos: &[T], sin: &[T], d: usize, t: usize, inverse: bool) -> Vec<T> {
-        let half = d / 2;
-        let mut y = vec![T::from_f64(0.0); x.len()];
-        let sign = if inverse { -1.0 } else { 1.0 };
-        y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(y, x)| {
-            for (p, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
-                let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-                for i in 0..half {
-                    let (x0, x1) = (x[2 * i].to_f64(), x[2 * i + 1].to_f64());
-                    let (c, s) = (c[i].to_f64(), sign * s[i].to_f64());
-                    y[2 * i] = T::from_f64(x0 * c - x1 * s);
-                    y[2 * i + 1] = T::from_f64(x0 * s + x1 * c);
-                }
+/// Elements per parallel task: large enough to amortise the task, small enough to share.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// `σ(x)` for a chunk of `x`, exponentials vectorised.
+fn sigmoids<T: Float>(x: &[T]) -> Vec<T> {
+    let mut e: Vec<T> = x.iter().map(|v| T::from_f64(-v.to_f64())).collect();
+    T::exp_in_place(&mut e);
+    e.iter_mut().for_each(|v| *v = T::from_f64(1.0 / (1.0 + v.to_f64())));
+    e
+}
+
+impl SwiGlu {
+    fn forward<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
+        let mut y = zeros::<T>(gate.len());
+        y.par_chunks_mut(ELEMENTWISE_CHUNK).zip(gate.par_chunks(ELEMENTWISE_CHUNK)).zip(up.par_chunks(ELEMENTWISE_CHUNK)).for_each(|((y, g), u)| {
+            for (((y, &g), &u), s) in y.iter_mut().zip(g).zip(u).zip(sigmoids(g)) {
+                *y = T::from_f64(g.to_f64() * s.to_f64() * u.to_f64());
             }
         });
         y
     }
+
+    /// d gate = grad·up·σ(g)·(1 + g·(1 − σ(g))), d up = grad·silu(g).
+    fn backward<T: Float>(gate: &[T], up: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
+        let (mut d_gate, mut d_up) = (zeros::<T>(gate.len()), zeros::<T>(gate.len()));
+        let chunks = gate.par_chunks(ELEMENTWISE_CHUNK).zip(up.par_chunks(ELEMENTWISE_CHUNK)).zip(grad.par_chunks(ELEMENTWISE_CHUNK));
+        d_gate.par_chunks_mut(ELEMENTWISE_CHUNK).zip(d_up.par_chunks_mut(ELEMENTWISE_CHUNK)).zip(chunks).for_each(|((dg, du), ((g, u), gr))| {
+            let s = sigmoids(g);
+            for ((dg, du), (((&g, &u), &gr), s)) in dg.iter_mut().zip(du).zip(g.iter().zip(u).zip(gr).zip(s)) {
+                let (g, u, gr, s) = (g.to_f64(), u.to_f64(), gr.to_f64(), s.to_f64());
+                *dg = T::from_f64(gr * u * s * (1.0 + g * (1.0 - s)));
+                *du = T::from_f64(gr * g * s);
+            }
+        });
+        (d_gate, d_up)
+    }
 }
 
-impl candle_core::CustomOp3 for Rope {
+impl candle_core::CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
-        "rope-interleaved"
+        "swiglu"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, _, t, d) = l1.shape().dims4()?;
-        if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
-            candle_core::bail!("rope: tables {:?} for input {:?}", l2.shape(), l1.shape());
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", l1.shape(), l2.shape());
         }
         let storage = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(Self::apply::<f32>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
-            DType::F64 => CpuStorage::F64(Self::apply::<f64>(input_slice(s1, l1, "x")?, input_slice(s2, l2, "cos")?, input_slice(s3, l3, "sin")?, d, t, false)),
-            d => candle_core::bail!("rope: unsupported dtype {d:?}"),
+            DType::F32 => CpuStorage::F32(Self::forward::<f32>(input_slice(s1, l1, "gate")?, input_slice(s2, l2, "up")?)),
+            DType::F64 => CpuStorage::F64(Self::forward::<f64>(input_slice(s1, l1, "gate")?, input_slice(s2, l2, "up")?)),
+            d => candle_core::bail!("swiglu: unsupported dtype {d:?}"),
         };
         Ok((storage, l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, _, t, d) = x.dims4()?;
-        let dev = x.device().clone();
-        let dx = match x.dtype() {
-            DType::F64 => with_data::<f64, _>(grad, |g| {
-                with_data::<f64, _>(cos, |c| with_data::<f64, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
-            })?,
-            _ => with_data::<f32, _>(grad, |g| {
-                with_data::<f32, _>(cos, |c| with_data::<f32, _>(sin, |s| Tensor::from_vec(Rope::apply(g, c, s, d, t, true), x.shape(), &dev)))
-            })?,
-        }???;
-        Ok((Some(dx), None, None))
-    }
-}
-
-/// Softmax over the last dimension with a backward that needs only the output:
-/// dx = y∘(g − ⟨g, y⟩) per row.
-pub(crate) struct SoftmaxLastDim;
-
-impl SoftmaxLastDim {
-    fn forward<T: Float>(x: &[T], n: usize) -> Vec<T> {
-        let mut y = vec![T::from_f64(0.0); x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
-            let mut sum = 0f64;
-            for (y, x) in y.iter_mut().zip(x) {
-                let e = x.exp_minus(max);
-                sum += e;
-                *y = T::from_f64(e);
-            }
-            for y in y.iter_mut() {
-                *y = T::from_f64(y.to_f64() / sum);
-            }
-        });
-        y
-    }
-
-    fn backward<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
-        let mut dx = vec![T::from_f64(0.0); y.len()];
-        dx.par_chunks_mut(n).zip(y.par_chunks(n)).zip(g.par_chunks(n)).for_each(|((dx, y), g)| {
-            let dot: f64 = y.iter().zip(g).map(|(y, g)| y.to_f64() * g.to_f64()).sum();
-            for ((d, y), g) in dx.iter_mut().zip(y).zip(g) {
-                *d = T::from_f64(y.to_f64() * (g.to_f64() - dot));
-            }
-        });
-        dx
-    }
-}
-
-impl candle_core::CustomOp1 for SoftmaxLastDim {
-    fn name(&self) -> &'static str {
-        "softmax-last-dim"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = rows_of(l)?;
-        let storage = match s.dtype() {
-            DType::F32 => CpuStorage::F32(Self::forward::<f32>(input_slice(s, l, "x")?, n)),
-            DType::F64 => CpuStorage::F64(Self::forward::<f64>(input_slice(s, l, "x")?, n)),
-            d => candle_core::bail!("softmax: unsupported dtype {d:?}"),
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Float>(gate: &Tensor, up: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+            let (dg, du) = with_data::<T, _>(gate, |g| with_data::<T, _>(up, |u| with_data::<T, _>(grad, |gr| SwiGlu::backward(g, u, gr))))???;
+            Ok((Tensor::from_vec(dg, gate.shape(), gate.device())?, Tensor::from_vec(du, gate.shape(), gate.device())?))
+        }
+        let (dg, du) = match gate.dtype() {
+            DType::F64 => run::<f64>(gate, up, grad)?,
+            _ => run::<f32>(gate, up, grad)?,
         };
-        Ok((storage, l.shape().clone()))
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Var {
+        let mut rng = crate::sampling::Rng::new(seed);
+        let data: Vec<f32> = (0..n).map(|_| 3.0 * rng.normal()).collect();
+        Var::from_tensor(&Tensor::from_vec(data, (n / 64, 64), &Device::Cpu).unwrap()).unwrap()
     }
 
-    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let n = res.dim(candle_core::D::Minus1)?;
-        let dev = res.device().clone();
-        let dx = match res.dtype() {
-            DType::F64 => with_data::<f64, _>(res, |y| with_data::<f64, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
-            _ => with_data::<f32, _>(res, |y| with_data::<f32, _>(grad, |g| Tensor::from_vec(Self::backward(y, g, n), res.shape(), &dev)))?,
-        }??;
-        Ok(Some(dx))
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// The vectorised f32 softmax against the generic one in f64, with a remainder past the
+    /// lanes and a large spread of values.
+    #[test]
+    fn f32_softmax_matches_generic() {
+        let mut rng = crate::sampling::Rng::new(9);
+        let row: Vec<f32> = (0..1000 + 7).map(|_| 8.0 * rng.normal()).collect();
+        let mut fast = row.clone();
+        let mut reference: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+        let (max, sum) = softmax_in_place_f32(&mut fast);
+        let (max_ref, sum_ref) = softmax_in_place_generic(&mut reference);
+        assert_eq!(max, max_ref);
+        assert!((sum - sum_ref).abs() < 1e-5 * sum_ref, "{sum} vs {sum_ref}");
+        for (f, r) in fast.iter().zip(&reference) {
+            assert!((*f as f64 - r).abs() < 1e-6 + 1e-5 * r, "{f} vs {r}");
+        }
+    }
+
+    /// Output and both gradients against candle's `silu(gate) · up`, over more elements than one
+    /// parallel chunk.
+    #[test]
+    fn swiglu_matches_candle_composite() {
+        let n = 3 * ELEMENTWISE_CHUNK + 5 * 64;
+        let (gate, up, weights) = (random(n, 1), random(n, 2), random(n, 3));
+        let ours = gate.as_tensor().apply_op2(up.as_tensor(), SwiGlu).unwrap();
+        let reference = (candle_nn::ops::silu(gate.as_tensor()).unwrap() * up.as_tensor()).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-4);
+        let g_ours = (ours * weights.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * weights.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        for var in [&gate, &up] {
+            let d = max_diff(g_ours.get(var.as_tensor()).unwrap(), g_ref.get(var.as_tensor()).unwrap());
+            assert!(d < 1e-3, "gradients differ by {d}");
+        }
     }
 }
