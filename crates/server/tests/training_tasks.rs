@@ -167,6 +167,12 @@ fn trainer_pid(log: &Value) -> i32 {
         .unwrap_or_else(|| panic!("no trainer pid in the log: {log}"))
 }
 
+/// Field 19 of /proc/PID/stat (after the parenthesised command name, the 17th).
+fn niceness(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 fn process_exists(pid: i32) -> bool {
     // A zombie still has /proc/PID; its state is Z.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -344,6 +350,7 @@ async fn cancel_kills_the_trainer_and_a_missing_swanlab_is_only_a_warning() {
     let log = app.get(&format!("/api/training-tasks/{id}/log?tail=10000"), &token).await.json;
     let pid = trainer_pid(&log);
     assert!(process_exists(pid));
+    assert_eq!(niceness(pid), server::training::worker::TRAINER_NICENESS, "the trainer yields to the server");
     assert!(log["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("warning: SwanLab is enabled")), "{log}");
 
     let res = app.post(&format!("/api/training-tasks/{id}/cancel"), Some(&token), json!({})).await;

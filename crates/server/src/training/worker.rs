@@ -258,7 +258,7 @@ async fn spawn_trainer(rt: &Runtime, plan: &Plan, adapter: &Path, files: &TaskFi
     // Its own process group, so a cancel reaches everything it started.
     #[cfg(unix)]
     command.process_group(0);
-    die_with_parent(&mut command);
+    constrain_trainer(&mut command);
     let shown: Vec<String> = std::iter::once(binary.display().to_string())
         .chain(["train".into(), "--model".into(), plan.model.model_path.clone(), "--data".into(), plan.data.display().to_string(), "--out".into(), adapter.display().to_string()])
         .chain(plan.flags.iter().cloned())
@@ -379,15 +379,23 @@ async fn on_stdout(
     progress.last = Some(metrics);
 }
 
+/// The trainer's scheduling niceness. Training takes every core it is given for minutes or
+/// hours; on a machine that also serves chats, the server's short bursts of work must not queue
+/// behind it. On a machine with idle cores the trainer loses nothing.
+pub const TRAINER_NICENESS: i32 = 10;
+
 /// The trainer gets SIGKILL when its worker dies, even a worker killed with SIGKILL, so no
-/// trainer outlives the worker that supervises it.
+/// trainer outlives the worker that supervises it; and it runs at [`TRAINER_NICENESS`].
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the hook runs between fork and exec and only calls prctl, which is
-    // async-signal-safe.
+fn constrain_trainer(command: &mut Command) {
+    // SAFETY: the hook runs between fork and exec and only calls prctl and setpriority, which
+    // are async-signal-safe system calls.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setpriority(libc::PRIO_PROCESS, 0, TRAINER_NICENESS) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -396,7 +404,7 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+fn constrain_trainer(_command: &mut Command) {}
 
 /// Sends SIGKILL to the trainer's process group (it is its leader).
 fn kill_group(child: &Child) {
