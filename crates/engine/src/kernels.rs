@@ -161,6 +161,7 @@ fn matmul_shared(mats: &[Matrix], xs: &[f32], m: usize, k: usize) -> Vec<Vec<f32
         .flat_map(|(i, w)| (0..w.rows).step_by(TASK_ROWS).map(move |first| (i, first)))
         .collect();
     let dots = [select_kernel(false), select_kernel(true)];
+    let fours = [select_four(false), select_four(true)];
     let work = |&(i, first): &(usize, usize)| {
         let (mat, dst) = (&mats[i], &dsts[i]);
         let n = mat.rows;
@@ -186,6 +187,17 @@ fn matmul_shared(mats: &[Matrix], xs: &[f32], m: usize, k: usize) -> Vec<Vec<f32
             }
             Activations::Rows(acts) => {
                 let dot = dots[mat.q8_0 as usize];
+                let mut first = first;
+                if let (1, Some(four)) = (m, fours[mat.q8_0 as usize]) {
+                    while first + 4 <= end {
+                        let y = four([w(first), w(first + 1), w(first + 2), w(first + 3)], acts);
+                        for (c, v) in y.into_iter().enumerate() {
+                            // SAFETY: as below, with m = 1.
+                            unsafe { dst.write(first + c, v) };
+                        }
+                        first += 4;
+                    }
+                }
                 for col in first..end {
                     for (r, act) in acts.chunks_exact(blocks_per_row).enumerate() {
                         // SAFETY: as above, with r < m.
@@ -295,6 +307,30 @@ fn vnni() -> bool {
     })
 }
 
+type FourFn = fn([&[u8]; 4], &[BlockQ8_1]) -> [f32; 4];
+
+/// The four-rows-by-one kernel for decoding where the CPU has AVX2.
+fn select_four(q8_0: bool) -> Option<FourFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY (all three): only reached when the features they need are present.
+            return Some(if q8_0 {
+                |w, a| unsafe { dot_4x1_q8_0_avx2(w, a) }
+            } else if vnni() {
+                |w, a| unsafe { dot_4x1_vnni(w, a) }
+            } else {
+                |w, a| unsafe { dot_4x1_avx2(w, a) }
+            });
+        }
+    }
+    let _ = q8_0;
+    None
+}
+
 type TileFn = fn(&[u8], &[u8], &[BlockQ8_1x4]) -> [[f32; 4]; 2];
 
 /// The two-by-four Q4_1 kernel where the CPU has AVX2; none for Q8_0 weights.
@@ -354,6 +390,34 @@ unsafe fn vec_dot_q8_0_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
     hsum(acc)
 }
 
+/// [`vec_dot_q8_0_avx2`] for four weight rows against one activation row (decoding through the
+/// output projection): each output's arithmetic is the one-row kernel's, in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_4x1_q8_0_avx2(w: [&[u8]; 4], acts: &[BlockQ8_1]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let bytes = acts.len() * Q8_0_BYTES;
+    let w = w.map(|row| &row[..bytes]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let ones = _mm256_set1_epi16(1);
+    for (b, a) in acts.iter().enumerate() {
+        // SAFETY: a block holds 32 quants.
+        let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+        for r in 0..4 {
+            let wb = &w[r][b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
+            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([wb[0], wb[1]]) as i16))));
+            let d0d1 = _mm256_set1_ps(d * a.d);
+            // SAFETY: each block holds 32 quants after its 2-byte scale.
+            let qx = unsafe { _mm256_loadu_si256(wb[2..].as_ptr() as *const __m256i) };
+            let ax = _mm256_sign_epi8(qx, qx);
+            let sy = _mm256_sign_epi8(qy, qx);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+            acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc[r]);
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
@@ -393,9 +457,45 @@ fn vec_dot_scalar(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 /// AVX-512 VNNI's one-step `vpdpbusd`: the integer sums are identical (no 16-bit saturation is
 /// possible with 4-bit weights), so both give bit-identical results.
 macro_rules! q4_1_kernels {
-    ($features:literal, $sum:path, $one:ident, $tile:ident) => {
+    ($features:literal, $sum:path, $one:ident, $tile:ident, $four:ident) => {
         q4_1_kernels!(@tile $features, $sum, $tile);
         q4_1_kernels!(@one $features, $sum, $one);
+        q4_1_kernels!(@four $features, $sum, $four);
+    };
+    (@four $features:literal, $sum:path, $name:ident) => {
+        /// Four weight rows × one activation row, for decoding: each activation block is loaded
+        /// once for four rows, and four independent accumulator chains overlap where one row's
+        /// chain waits on its previous FMA. Every output's arithmetic is the one-row kernel's,
+        /// in the same order.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: [&[u8]; 4], acts: &[BlockQ8_1]) -> [f32; 4] {
+            use std::arch::x86_64::*;
+            let bytes = acts.len() * Q4_1_BYTES;
+            let w = w.map(|row| &row[..bytes]);
+            let low_mask = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            for (b, a) in acts.iter().enumerate() {
+                // SAFETY: a block holds 32 quants.
+                let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+                for r in 0..4 {
+                    let wb = &w[r][b * Q4_1_BYTES..(b + 1) * Q4_1_BYTES];
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
+                    let d = _mm_cvtss_f32(dm);
+                    let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                    summs[r] += m * a.s;
+                    let d0d1 = _mm256_set1_ps(d * a.d);
+                    // SAFETY: a block holds 16 bytes of packed quants after d and m.
+                    let packed = unsafe { _mm_loadu_si128(wb[4..].as_ptr() as *const __m128i) };
+                    let nibbles = _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+                    let qx = _mm256_and_si256(nibbles, low_mask);
+                    acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps($sum(qx, qy, ones)), acc[r]);
+                }
+            }
+            [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
+        }
     };
     (@tile $features:literal, $sum:path, $name:ident) => {
         /// Two weight rows × four activation rows. Every output's arithmetic is the one-row
@@ -501,8 +601,8 @@ macro_rules! q4_1_kernels {
     };
 }
 
-q4_1_kernels!("avx2,fma,f16c", sum_u8_i8_avx2, vec_dot_avx2, tile_2x4_avx2);
-q4_1_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", sum_u8_i8_vnni, vec_dot_vnni, tile_2x4_vnni);
+q4_1_kernels!("avx2,fma,f16c", sum_u8_i8_avx2, vec_dot_avx2, tile_2x4_avx2, dot_4x1_avx2);
+q4_1_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", sum_u8_i8_vnni, vec_dot_vnni, tile_2x4_vnni, dot_4x1_vnni);
 
 /// Per 32-bit lane, the sum of four u8×i8 products.
 #[cfg(target_arch = "x86_64")]
@@ -572,6 +672,18 @@ mod tests {
                 // SAFETY: the features both kernels need are present.
                 let (plain, fused) = unsafe { (vec_dot_avx2(row, &acts[..k / QK]), vec_dot_vnni(row, &acts[..k / QK])) };
                 assert_eq!(plain.to_bits(), fused.to_bits(), "VNNI and AVX2 kernels must agree exactly");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if n >= 4 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+                // The four-row decoding kernel without VNNI, which the matmul below may not pick.
+                let rows: [&[u8]; 4] = std::array::from_fn(|r| &data[r * row.len()..(r + 1) * row.len()]);
+                // SAFETY: the features the kernels need are present.
+                let four = unsafe { dot_4x1_avx2(rows, &acts[..k / QK]) };
+                for (r, got) in four.into_iter().enumerate() {
+                    // SAFETY: as above.
+                    let one = unsafe { vec_dot_avx2(rows[r], &acts[..k / QK]) };
+                    assert_eq!(got.to_bits(), one.to_bits(), "four-row AVX2 kernel, row {r}");
+                }
             }
         }
         // The tiled path must give exactly the one-row result for every output.
