@@ -45,7 +45,14 @@ CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS="$threads" \
 venv="${LLAMACPP_VENV:-bench/.venv-llamacpp}"
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
-    CMAKE_BUILD_PARALLEL_LEVEL="$threads" "$venv/bin/pip" install --quiet "llama-cpp-python==0.3.36"
+    if grep -qw amx_tile /proc/cpuinfo; then
+        # Built for the host (-march=native), llama.cpp's AMX path crashes in llama_decode
+        # (SIGSEGV) on the AMX-capable VMs this runs on: the same instruction sets, AMX left out.
+        export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+-DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    fi
+    CMAKE_BUILD_PARALLEL_LEVEL="$threads" "$venv/bin/pip" install --quiet --no-cache-dir "llama-cpp-python==0.3.36"
 fi
 "$venv/bin/python" bench/engine/llama_cpp_bench.py "$model" "$threads" | tee "$out/llama_cpp.json"
 
