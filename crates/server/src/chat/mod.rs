@@ -315,6 +315,23 @@ pub async fn insert_turn(
     }
 }
 
+/// Ends an answer row that was created but will not be streamed (the request failed after its
+/// insert), so it does not show as streaming until the next start. Best effort: the failure
+/// that got here is usually the database's.
+pub async fn abandon(state: &AppState, answer_id: i32) {
+    let ended = chat_messages::ActiveModel {
+        id: Set(answer_id),
+        is_streaming: Set(false),
+        finish_reason: Set(Some("error".to_owned())),
+        ..Default::default()
+    }
+    .update(&state.db)
+    .await;
+    if let Err(err) = ended {
+        tracing::warn!(error = %err, message_id = answer_id, "ending an answer that could not start failed");
+    }
+}
+
 /// Marks answers and comparisons that were streaming when the server last stopped as
 /// `interrupted`, keeping the text their last checkpoint saved: their tasks are gone, and the
 /// rows would otherwise show "streaming" forever. Called at start-up.

@@ -329,7 +329,13 @@ pub async fn send_message(
     let title = (session.title == DEFAULT_TITLE).then(|| title_from(&content));
     let (history, turn) = tokio::join!(chat::messages(&state.db, session.id), chat::insert_turn(&state, session.id, content, &model.config));
     let (question, row) = turn?;
-    let mut history = history?;
+    let mut history = match history {
+        Ok(history) => history,
+        Err(err) => {
+            chat::abandon(&state, row.id).await;
+            return Err(err.into());
+        }
+    };
     history.retain(|m| m.id != question.id && m.id != row.id);
     history.push(question);
     let answer = Answer { row: Some(row), title, ..Answer::to(&history, system.as_deref(), model, claim) };
