@@ -718,38 +718,27 @@ async fn config_changes_apply_to_the_next_answer_at_once(app: TestApp) {
 /// while it streamed.
 async fn a_rename_during_the_first_answer_is_kept(app: TestApp) {
     let chat = setup(&app).await;
-    let session = new_session(&app, &chat.token).await;
-    let path = format!("/api/chat/sessions/{session}");
-    let mut events = Events::open(
-        &app,
-        Method::POST,
-        &format!("{path}/messages"),
-        &chat.token,
-        json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}),
-    )
-    .await;
-    until_content(&mut events).await;
-    let res = app.call(Method::PATCH, &path, Some(&chat.token), Some(json!({"title": "Mine"}))).await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let res = app.call(Method::POST, &format!("{path}/stop"), Some(&chat.token), None).await;
-    assert_eq!(res.status, StatusCode::NO_CONTENT);
-    events.rest().await;
-    assert_eq!(app.get(&path, &chat.token).await.json["title"], "Mine");
-
-    // Unrenamed, a stopped first answer still names its session.
-    let other = new_session(&app, &chat.token).await;
-    let other_path = format!("/api/chat/sessions/{other}");
-    let mut events = Events::open(
-        &app,
-        Method::POST,
-        &format!("{other_path}/messages"),
-        &chat.token,
-        json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}),
-    )
-    .await;
-    until_content(&mut events).await;
-    let res = app.call(Method::POST, &format!("{other_path}/stop"), Some(&chat.token), None).await;
-    assert_eq!(res.status, StatusCode::NO_CONTENT);
-    events.rest().await;
-    assert_eq!(app.get(&other_path, &chat.token).await.json["title"], "Count forever");
+    // Renamed while streaming, the user's name stays; unrenamed, a stopped first answer still
+    // names its session.
+    for (rename, title) in [(Some("Mine"), "Mine"), (None, "Count forever")] {
+        let session = new_session(&app, &chat.token).await;
+        let path = format!("/api/chat/sessions/{session}");
+        let mut events = Events::open(
+            &app,
+            Method::POST,
+            &format!("{path}/messages"),
+            &chat.token,
+            json!({"content": "Count forever", "model_config_id": chat.config("fake-endless")}),
+        )
+        .await;
+        until_content(&mut events).await;
+        if let Some(name) = rename {
+            let res = app.call(Method::PATCH, &path, Some(&chat.token), Some(json!({"title": name}))).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        }
+        let res = app.call(Method::POST, &format!("{path}/stop"), Some(&chat.token), None).await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+        events.rest().await;
+        assert_eq!(app.get(&path, &chat.token).await.json["title"], title);
+    }
 }

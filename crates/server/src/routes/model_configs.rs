@@ -249,7 +249,7 @@ pub struct ConfigInUse {
 
 /// The caller's own config with its provider and whether it can be used to chat now; `None` for
 /// an unknown id or someone else's config. Two round trips: this runs before every answer.
-pub async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) -> ApiResult<Option<ConfigInUse>> {
+pub(crate) async fn find_own_in_use(state: &AppState, user_id: i32, id: &str) -> ApiResult<Option<ConfigInUse>> {
     let Some(config) = model_configs::Entity::find_by_id(id.to_owned()).one(&state.db).await?.filter(|c| c.user_id == user_id)
     else {
         return Ok(None);
