@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
 
-use measure::{LoadPhase, Target};
+use measure::{LoadPhase, Start, Target};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Streamed-chat benchmark: direct vs platform vs LiteLLM, against the fake provider")]
@@ -113,16 +113,23 @@ async fn main() -> Result<()> {
     measure::warm_up(&client, &direct, 16).await?;
     measure::warm_up(&client, &platform, 16).await?;
     // Latency with 64 streams in flight at a model's pace (50 tokens/s each): the time a gateway
-    // adds before the first token when it is busy but not saturated.
-    let paced_chunks = args.paced_model.split('-').nth(1).and_then(|n| n.parse().ok()).unwrap_or(64);
+    // adds before the first token when it is busy but not saturated. Measured twice: with the
+    // streams' starts spread over one answer's length (the steady state of 64 users streaming,
+    // the target's figure) and with all 64 arriving in the same instant (a burst).
+    let mut paced_spec = args.paced_model.split('-').skip(1).map(|n| n.parse::<u64>().ok());
+    let paced_chunks = paced_spec.next().flatten().unwrap_or(64) as usize;
+    let paced_ms = paced_spec.next().flatten().unwrap_or(20);
+    let answer_length = Duration::from_millis(paced_ms * paced_chunks as u64);
     let paced_direct = Target::OpenAi { base: args.fake.clone(), model: args.paced_model.clone(), key: None, chunks: paced_chunks };
     let paced_platform =
         Target::Platform { base: args.platform.clone(), token: setup.token.clone(), config_id: setup.paced_config.clone(), chunks: paced_chunks };
     let mut paced = Vec::new();
-    for (name, target, pid) in [("direct", &paced_direct, None), ("platform", &paced_platform, Some(args.platform_pid))] {
-        let phase = measure::load(&client, name, target, args.paced_concurrency, Duration::from_secs_f64(args.secs), pid).await;
-        eprintln!("paced {}", phase.line());
-        paced.push(phase);
+    for start in [Start::Spread(answer_length), Start::Together] {
+        for (name, target, pid) in [("direct", &paced_direct, None), ("platform", &paced_platform, Some(args.platform_pid))] {
+            let phase = measure::load(&client, name, target, args.paced_concurrency, Duration::from_secs_f64(args.secs), pid, start).await;
+            eprintln!("paced {} {}", phase.start, phase.line());
+            paced.push(phase);
+        }
     }
 
     let open = Target::Platform { base: args.platform.clone(), token: setup.token.clone(), config_id: setup.open_config.clone(), chunks: 0 };
@@ -133,7 +140,7 @@ async fn main() -> Result<()> {
     let mut phases: Vec<LoadPhase> = Vec::new();
     for &c in &args.concurrency {
         for (name, target, pid) in [("direct", &direct, None), ("platform", &platform, Some(args.platform_pid))] {
-            let phase = measure::load(&client, name, target, c, secs, pid).await;
+            let phase = measure::load(&client, name, target, c, secs, pid, Start::Together).await;
             eprintln!("{}", phase.line());
             phases.push(phase);
         }
@@ -146,11 +153,11 @@ async fn main() -> Result<()> {
     if let Some(target) = &litellm {
         measure::warm_up(&client, target, 4).await.context("LiteLLM warm-up")?;
         for &c in &args.litellm_concurrency {
-            let phase = measure::load(&client, "litellm", target, c, Duration::from_secs_f64(args.litellm_secs), None).await;
+            let phase = measure::load(&client, "litellm", target, c, Duration::from_secs_f64(args.litellm_secs), None, Start::Together).await;
             eprintln!("{}", phase.line());
             litellm_phases.push(phase);
             // Direct again at the same concurrency, right after, for its added latency.
-            let phase = measure::load(&client, "direct", &direct, c, secs, None).await;
+            let phase = measure::load(&client, "direct", &direct, c, secs, None, Start::Together).await;
             eprintln!("{}", phase.line());
             litellm_phases.push(phase);
         }

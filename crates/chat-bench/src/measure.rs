@@ -48,6 +48,7 @@ pub fn chunks_of_model(model: &str) -> usize {
 
 /// One finished request.
 pub struct Sample {
+    pub sent: Instant,
     pub ttft: Duration,
     pub chunks: usize,
     pub session: Option<i64>,
@@ -139,7 +140,7 @@ async fn open_in(client: &reqwest::Client, target: &Target, session: Option<i64>
 pub async fn one(client: &reqwest::Client, target: &Target) -> Result<Sample> {
     let (response, sent, wire, session) = open(client, target).await?;
     let streamed = read_all(response, wire, sent, target.chunks()).await?;
-    Ok(Sample { ttft: streamed.ttft, chunks: streamed.chunks, session })
+    Ok(Sample { sent, ttft: streamed.ttft, chunks: streamed.chunks, session })
 }
 
 pub async fn warm_up(client: &reqwest::Client, target: &Target, count: usize) -> Result<()> {
@@ -155,12 +156,26 @@ pub async fn warm_up(client: &reqwest::Client, target: &Target, count: usize) ->
     Ok(())
 }
 
+/// How the workers of a phase start.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// All at once: every worker's first request in the same instant (a burst of arrivals; with
+    /// requests of equal length they keep arriving in waves).
+    Together,
+    /// Worker `i` of `c` starts `i/c` of this span late, the span being one request's length:
+    /// the steady state of `c` open streams whose users arrived independently. Requests sent
+    /// before the span is over (fewer than `c` streams open) are not in the TTFT figures.
+    Spread(Duration),
+}
+
 /// One closed-loop phase: `concurrency` workers send request after request until `duration` is
 /// over (or the request cap is reached).
 #[derive(Serialize, Debug)]
 pub struct LoadPhase {
     pub target: String,
     pub concurrency: usize,
+    /// `together` or `spread`: how the workers started (see [`Start`]).
+    pub start: &'static str,
     pub completed: usize,
     pub errors: usize,
     pub first_error: Option<String>,
@@ -206,6 +221,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 
 #[derive(Default)]
 struct Tally {
+    completed: usize,
     ttfts_ms: Vec<f64>,
     chunks: usize,
     errors: usize,
@@ -213,23 +229,33 @@ struct Tally {
     sessions: Vec<i64>,
 }
 
-pub async fn load(client: &reqwest::Client, name: &str, target: &Target, concurrency: usize, duration: Duration, pid: Option<u32>) -> LoadPhase {
+pub async fn load(client: &reqwest::Client, name: &str, target: &Target, concurrency: usize, duration: Duration, pid: Option<u32>, start: Start) -> LoadPhase {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started_count = Arc::new(AtomicUsize::new(0));
     let cpu_before = pid.and_then(cpu_secs);
     let started = Instant::now();
-    let deadline = started + duration;
+    let (ramp, start_name) = match start {
+        Start::Together => (Duration::ZERO, "together"),
+        Start::Spread(span) => (span, "spread"),
+    };
+    let deadline = started + ramp + duration;
+    let counted_from = started + ramp;
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|i| {
             let (client, target, tally, started_count) = (client.clone(), target.clone(), tally.clone(), started_count.clone());
+            let delay = ramp.mul_f64(i as f64 / concurrency.max(1) as f64);
             tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
                 let mut last_session = None;
                 while Instant::now() < deadline && started_count.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS_PER_PHASE {
                     let result = tokio::time::timeout(DRAIN, one(&client, &target)).await.unwrap_or_else(|_| Err(anyhow!("timed out")));
                     let mut t = tally.lock().unwrap();
                     match result {
                         Ok(sample) => {
-                            t.ttfts_ms.push(sample.ttft.as_secs_f64() * 1000.0);
+                            if sample.sent >= counted_from {
+                                t.ttfts_ms.push(sample.ttft.as_secs_f64() * 1000.0);
+                            }
+                            t.completed += 1;
                             t.chunks += sample.chunks;
                             last_session = sample.session.or(last_session);
                         }
@@ -255,10 +281,11 @@ pub async fn load(client: &reqwest::Client, name: &str, target: &Target, concurr
     };
     let mut tally = std::mem::take(&mut *tally.lock().unwrap());
     tally.ttfts_ms.sort_by(f64::total_cmp);
-    let completed = tally.ttfts_ms.len();
+    let completed = tally.completed;
     LoadPhase {
         target: name.to_owned(),
         concurrency,
+        start: start_name,
         completed,
         errors: tally.errors,
         first_error: tally.first_error,

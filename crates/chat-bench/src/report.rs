@@ -5,6 +5,11 @@ fn phase<'a>(phases: &'a Value, target: &str, concurrency: u64) -> Option<&'a Va
     phases.as_array()?.iter().find(|p| p["target"] == target && p["concurrency"] == concurrency)
 }
 
+/// A paced phase by how its workers started (`spread` or `together`).
+fn paced_phase<'a>(phases: &'a Value, target: &str, concurrency: u64, start: &str) -> Option<&'a Value> {
+    phases.as_array()?.iter().find(|p| p["target"] == target && p["concurrency"] == concurrency && p["start"] == start)
+}
+
 fn num(v: &Value) -> Option<f64> {
     v.as_f64()
 }
@@ -44,13 +49,20 @@ pub fn summarise(raw: &Value) -> Value {
     let mut litellm = json!(null);
     let paced = &raw["paced"];
     let pc = raw["args"]["paced_concurrency"].as_u64().unwrap_or(64);
-    let (pd, pp) = (phase(paced, "direct", pc), phase(paced, "platform", pc));
-    let paced_p50 = diff(pp.and_then(|p| num(&p["ttft_p50_ms"])), pd.and_then(|p| num(&p["ttft_p50_ms"])));
-    let paced_p99 = diff(pp.and_then(|p| num(&p["ttft_p99_ms"])), pd.and_then(|p| num(&p["ttft_p99_ms"])));
+    let added = |start: &str, q: &str| {
+        let (d, p) = (paced_phase(paced, "direct", pc, start), paced_phase(paced, "platform", pc, start));
+        diff(p.and_then(|p| num(&p[q])), d.and_then(|d| num(&d[q])))
+    };
+    let (paced_p50, paced_p99) = (added("spread", "ttft_p50_ms"), added("spread", "ttft_p99_ms"));
+    let (burst_p50, burst_p99) = (added("together", "ttft_p50_ms"), added("together", "ttft_p99_ms"));
     let model = raw["args"]["paced_model"].as_str().unwrap_or("paced");
     let mut targets = vec![
         target(&format!("added TTFT p50, {pc} streams of {model}"), paced_p50, "ms", "< 2", paced_p50.map(|v| v < 2.0)),
         target(&format!("added TTFT p99, {pc} streams of {model}"), paced_p99, "ms", "< 10", paced_p99.map(|v| v < 10.0)),
+        // All 64 arriving in one instant is a harsher case than the issue states: reported, and
+        // held to the same goals, so that it shows.
+        target(&format!("added TTFT p50, burst of {pc} arrivals"), burst_p50, "ms", "< 2", burst_p50.map(|v| v < 2.0)),
+        target(&format!("added TTFT p99, burst of {pc} arrivals"), burst_p99, "ms", "< 10", burst_p99.map(|v| v < 10.0)),
         target(&format!("added TTFT p50, saturated c={at}"), added_p50, "ms", "< 2", added_p50.map(|v| v < 2.0)),
         target(&format!("added TTFT p99, saturated c={at}"), added_p99, "ms", "< 10", added_p99.map(|v| v < 10.0)),
         target(&format!("platform chunks per CPU second at c={at}"), per_core, "chunks/s/core", ">= 1000", per_core.map(|v| v >= 1000.0)),
@@ -120,7 +132,7 @@ pub fn print(results: &Value) {
         println!("{:<12} {:>14} {:>14} {:>10}", r["concurrency"], cell(&r["direct_rps"], 1), cell(&r["platform_rps"], 1), cell(&r["ratio_to_direct"], 3));
     }
     println!();
-    println!("(first two rows: {})", results["raw"]["args"]["paced_model"].as_str().unwrap_or("paced"));
+    println!("(first four rows: {}, starts spread then together)", results["raw"]["args"]["paced_model"].as_str().unwrap_or("paced"));
     println!("{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "target", "c", "req/s", "ttft p50", "ttft p99", "errors", "CPU s", "chunks/CPU-s");
     let raw = &results["raw"];
     let all = [&raw["paced"], &raw["phases"], &raw["litellm"]["phases"]];
