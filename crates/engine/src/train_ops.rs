@@ -160,6 +160,35 @@ pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
     v
 }
 
+/// `a + b` for same-shaped tensors, on rayon's threads: candle's own addition runs on the calling
+/// thread alone, and the trainer adds activation-sized tensors twice per layer each way.
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fn run<T: Float>(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        let sum = with_data::<T, _>(a, |a| {
+            with_data::<T, _>(b, |b| {
+                let mut sum = Vec::with_capacity(a.len());
+                sum.spare_capacity_mut().par_chunks_mut(ELEMENTWISE_CHUNK).zip(a.par_chunks(ELEMENTWISE_CHUNK)).zip(b.par_chunks(ELEMENTWISE_CHUNK)).for_each(|((s, a), b)| {
+                    for ((s, &a), &b) in s.iter_mut().zip(a).zip(b) {
+                        s.write(a + b);
+                    }
+                });
+                // SAFETY: the chunks above cover all `a.len()` elements of the capacity.
+                unsafe { sum.set_len(a.len()) };
+                sum
+            })
+        })??;
+        Tensor::from_vec(sum, a.shape(), a.device())
+    }
+    if a.shape() != b.shape() || a.dtype() != b.dtype() {
+        candle_core::bail!("add: {:?} {:?} and {:?} {:?}", a.shape(), a.dtype(), b.shape(), b.dtype());
+    }
+    match a.dtype() {
+        DType::F32 => run::<f32>(a, b),
+        DType::F64 => run::<f64>(a, b),
+        d => candle_core::bail!("add: unsupported dtype {d:?}"),
+    }
+}
+
 /// Runs `f` on the contiguous data of a CPU tensor.
 pub(crate) fn with_data<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
     let t = t.contiguous()?;
