@@ -11,6 +11,8 @@ use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_and_grads};
 use engine::{LoadOptions, Model, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the trainer process does (`workbench train`).
+    engine::train::use_one_malloc_arena();
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().ok_or("usage: train_step MODEL.gguf [STEPS]")?);
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
