@@ -6,10 +6,12 @@
 
 use std::time::Instant;
 
-use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_sum};
+use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_and_grads};
 use engine::{GenerationParams, LoadOptions, Model, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the trainer process does (`workbench train`).
+    engine::train::use_one_malloc_arena();
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().ok_or("usage: bench MODEL.gguf [TRAIN_STEPS]")?);
     let train_steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -69,12 +71,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = candle_nn::AdamW::new_lr(vars, 1e-4)?;
     // Warm-up, as the PyTorch reference does (forward and backward, no optimizer step): the
     // first step also pays for first-touch page faults of buffers that later steps reuse.
-    batch_loss_sum(&train_model, &batch)?.backward()?;
+    batch_loss_and_grads(&train_model, &batch, 1.0)?;
     let (t, cpu0) = (Instant::now(), cpu_seconds());
     for _ in 0..train_steps {
-        let loss = batch_loss_sum(&train_model, &batch)?;
+        // The trainer's step: loss and gradients, then the optimizer.
+        let (_, grads) = batch_loss_and_grads(&train_model, &batch, 1.0)?;
         use candle_nn::Optimizer;
-        opt.backward_step(&loss)?;
+        opt.step(&grads)?;
     }
     let train_tps = (batch.tokens * train_steps) as f64 / t.elapsed().as_secs_f64();
     // Per CPU-second of this process: less disturbed than wall time when other work shares the

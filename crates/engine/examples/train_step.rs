@@ -7,10 +7,12 @@
 use std::time::Instant;
 
 use candle_nn::Optimizer;
-use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_sum};
+use engine::train::{Batch, LoraParams, TokenizedExample, batch_loss_and_grads};
 use engine::{LoadOptions, Model, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the trainer process does (`workbench train`).
+    engine::train::use_one_malloc_arena();
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().ok_or("usage: train_step MODEL.gguf [STEPS]")?);
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -26,14 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = candle_nn::AdamW::new_lr(lora.vars().cloned().collect(), 1e-4)?;
     for step in 0..steps {
         let (t, cpu0) = (Instant::now(), cpu_seconds());
-        let loss = batch_loss_sum(&train_model, &batch)?;
-        let forward = t.elapsed().as_secs_f64();
-        opt.backward_step(&loss)?;
+        let (loss, grads) = batch_loss_and_grads(&train_model, &batch, 1.0)?;
+        let passes = t.elapsed().as_secs_f64();
+        opt.step(&grads)?;
         let wall = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         println!(
-            "step {step}: loss {:.4} forward {forward:.3}s total {wall:.3}s cpu {cpu:.2}s  {:.1} tok/s {:.1} tok/cpu-s",
-            loss.to_scalar::<f32>()? / batch.target_tokens as f32,
+            "step {step}: loss {:.4} forward+backward {passes:.3}s total {wall:.3}s cpu {cpu:.2}s  {:.1} tok/s {:.1} tok/cpu-s",
+            loss / batch.target_tokens as f64,
             batch.tokens as f64 / wall,
             batch.tokens as f64 / cpu
         );

@@ -15,6 +15,8 @@ use crate::error::{EngineError, Result};
 use crate::kernels::{HostLora, QuantWeight};
 use crate::train_ops::FrozenLinear;
 
+mod train_pass;
+
 /// How base weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {

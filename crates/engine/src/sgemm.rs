@@ -107,6 +107,11 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
         copy = row_major_copy(lhs, m, k);
         RowMajor { data: &copy, rs: k }
     };
+    let parts = reduction_parts(d, threads);
+    if parts > 1 {
+        gemm_split_reduction(Dst { data: dst, ldc, accumulate }, d, lhs, rhs, alpha, parts);
+        return;
+    }
     let blocks = split(m, n, threads);
     let out = SharedDst(dst.as_mut_ptr());
     let run = |b: &Block| {
@@ -120,6 +125,38 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
         use rayon::prelude::*;
         blocks.par_iter().for_each(run);
     }
+}
+
+/// Into how many ranges of the reduction a product is split across threads: more than one for
+/// reductions much deeper than the result is wide, the loss gradient's `512 × 49152` logits times
+/// the `49152 × 576` output weight. Split by columns, every task read all 100 MB of the left
+/// operand (and copied it sliver by sliver, its rows being 4 KiB multiples apart); split by
+/// reduction, each task reads its own range of both operands once.
+fn reduction_parts(d: Dims, threads: usize) -> usize {
+    if threads > 1 && d.k >= 8 * d.m.max(d.n) { (4 * threads).min(d.k / KC).max(1) } else { 1 }
+}
+
+/// [`gemm`] with the reduction split into `parts` ranges, each a task computing its partial
+/// product into a buffer of its own; the partial products are then summed into `dst`.
+fn gemm_split_reduction(dst: Dst, d: Dims, lhs: RowMajor, rhs: Strided, alpha: f32, parts: usize) {
+    use rayon::prelude::*;
+    let Dims { m, n, k } = d;
+    let Dst { data: dst, ldc, accumulate } = dst;
+    let mut partials = vec![0f32; parts * m * n];
+    partials.par_chunks_mut(m * n).enumerate().for_each(|(part, buf)| {
+        let (p0, p1) = (k * part / parts, k * (part + 1) / parts);
+        let lhs = RowMajor { data: &lhs.data[p0..], rs: lhs.rs };
+        let rhs = Strided { data: &rhs.data[p0 * rhs.rs..], ..rhs };
+        let whole = Block { i0: 0, i1: m, j0: 0, j1: n };
+        // SAFETY: `buf` holds `m` rows of `n` floats and belongs to this task alone.
+        unsafe { gemm_block(SharedDst(buf.as_mut_ptr()), n, false, Dims { m, n, k: p1 - p0 }, lhs, rhs, alpha, whole) };
+    });
+    dst.par_chunks_mut(ldc).take(m).enumerate().for_each(|(i, row)| {
+        for (j, out) in row[..n].iter_mut().enumerate() {
+            let sum: f32 = partials[i * n + j..].iter().step_by(m * n).sum();
+            *out = if accumulate { *out + sum } else { sum };
+        }
+    });
 }
 
 /// `m × k` elements of `x` in a row-major vector.
@@ -518,7 +555,8 @@ mod tests {
         }
         // (m, n, k, left row stride): 1024 and 2048 take the path for rows 4 KiB apart; k above
         // 640 takes several reduction blocks.
-        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43), (20, 100, 1300, 1303), (14, 40, 1100, 2048)] {
+        // (20, 40, 9000) on several threads splits the reduction (see `reduction_parts`).
+        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43), (20, 100, 1300, 1303), (14, 40, 1100, 2048), (20, 40, 9000, 9216)] {
             // Right operand row-major, transposed, or with neither stride 1.
             for (rhs_layout, lhs_transposed) in [("rows", false), ("transposed", false), ("rows", true), ("strided", false)] {
                 for accumulate in [false, true] {
@@ -582,6 +620,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Only reductions much deeper than the result is wide are split, on several threads, in
+    /// ranges of at least one packed block.
+    #[test]
+    fn reduction_is_split_only_when_deep() {
+        let parts = |m, n, k, threads| reduction_parts(Dims { m, n, k }, threads);
+        assert_eq!(parts(512, 576, 49152, 2), 8);
+        assert_eq!(parts(20, 40, 9000, 3), 12);
+        assert_eq!(parts(512, 576, 49152, 1), 1);
+        assert_eq!(parts(512, 576, 1536, 2), 1);
+        assert_eq!(parts(8, 576, 512, 2), 1);
+        assert_eq!(parts(2, 2, 600, 4), 2);
     }
 
     /// Blocks tile the result exactly, in whole register tiles, at most four per thread.

@@ -96,11 +96,14 @@ impl CausalAttention {
             let v_g = &v[seq * t * s.kv_row() + kv * d..];
             for (r, (p, o)) in p.chunks_exact_mut(t * t).zip(o.chunks_exact_mut(t * d)).enumerate() {
                 let q_h = &q[seq * t * s.q_row() + (kv * group + r) * d..];
-                // Scores q·kᵀ, then each row's causal softmax in place.
-                let scores = Product { dst: &mut *p, ldc: t, accumulate: false, m: t, n: t, k: d, lhs: mat(q_h, s.q_row(), 1), rhs: mat(k_g, 1, s.kv_row()), scale: self.scale, threads: 1 };
-                scores.run();
-                p.chunks_exact_mut(t).enumerate().for_each(|(i, row)| causal_softmax(row, i));
-                Product { dst: o, ldc: d, accumulate: false, m: t, n: d, k: t, lhs: mat(p, t, 1), rhs: mat(v_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
+                // Per band of query rows, scores q·kᵀ against the keys the band sees, each row's
+                // causal softmax in place, and the output.
+                for (r0, r1) in row_bands(t) {
+                    let band = &mut p[r0 * t..r1 * t];
+                    Product { dst: &mut *band, ldc: t, accumulate: false, m: r1 - r0, n: r1, k: d, lhs: mat(&q_h[r0 * s.q_row()..], s.q_row(), 1), rhs: mat(k_g, 1, s.kv_row()), scale: self.scale, threads: 1 }.run();
+                    band.chunks_exact_mut(t).enumerate().for_each(|(i, row)| causal_softmax(row, r0 + i));
+                    Product { dst: &mut o[r0 * d..r1 * d], ldc: d, accumulate: false, m: r1 - r0, n: d, k: r1, lhs: mat(band, t, 1), rhs: mat(v_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
+                }
             }
         });
         (interleave_heads(&out_by_head, b, s.heads, t, d), probs)
@@ -124,18 +127,35 @@ impl CausalAttention {
                 let g_h = &grad[seq * t * s.q_row() + h * d..];
                 let p = &probs[(seq * s.heads + h) * t * t..][..t * t];
                 let accumulate = r > 0;
-                // dv += pᵀ·g
-                Product { dst: &mut *dv, ldc: d, accumulate, m: t, n: d, k: t, lhs: mat(p, 1, t), rhs: mat(g_h, s.q_row(), 1), scale: 1.0, threads: 1 }.run();
-                // dp = g·vᵀ, then ds = p∘(dp − ⟨dp, p⟩)·scale row by row.
-                Product { dst: &mut ds, ldc: t, accumulate: false, m: t, n: t, k: d, lhs: mat(g_h, s.q_row(), 1), rhs: mat(v_g, 1, s.kv_row()), scale: 1.0, threads: 1 }.run();
-                ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).for_each(|(ds, p)| softmax_backward(ds, p, self.scale));
-                // dq = ds·k, dk += dsᵀ·q
-                Product { dst: dq, ldc: d, accumulate: false, m: t, n: d, k: t, lhs: mat(&ds, t, 1), rhs: mat(k_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
-                Product { dst: &mut *dk, ldc: d, accumulate, m: t, n: d, k: t, lhs: mat(&ds, 1, t), rhs: mat(q_h, s.q_row(), 1), scale: 1.0, threads: 1 }.run();
+                // p and ds are zero above the diagonal: query rows r0..r1 reach keys 0..r1, and
+                // key rows c0..c1 are reached from queries c0..t.
+                for (r0, r1) in row_bands(t) {
+                    // dp = g·vᵀ, then ds = p∘(dp − ⟨dp, p⟩)·scale row by row; entries right of
+                    // the band's keys stay zero (from the allocation or an earlier head).
+                    let ds_band = &mut ds[r0 * t..r1 * t];
+                    Product { dst: &mut *ds_band, ldc: t, accumulate: false, m: r1 - r0, n: r1, k: d, lhs: mat(&g_h[r0 * s.q_row()..], s.q_row(), 1), rhs: mat(v_g, 1, s.kv_row()), scale: 1.0, threads: 1 }.run();
+                    ds_band.chunks_exact_mut(t).zip(p[r0 * t..r1 * t].chunks_exact(t)).for_each(|(ds, p)| softmax_backward(&mut ds[..r1], &p[..r1], self.scale));
+                    // dq = ds·k
+                    Product { dst: &mut dq[r0 * d..r1 * d], ldc: d, accumulate: false, m: r1 - r0, n: d, k: r1, lhs: mat(ds_band, t, 1), rhs: mat(k_g, s.kv_row(), 1), scale: 1.0, threads: 1 }.run();
+                }
+                for (c0, c1) in row_bands(t) {
+                    // dv += pᵀ·g, dk += dsᵀ·q
+                    let (m, k) = (c1 - c0, t - c0);
+                    Product { dst: &mut dv[c0 * d..c1 * d], ldc: d, accumulate, m, n: d, k, lhs: mat(&p[c0 * t + c0..], 1, t), rhs: mat(&g_h[c0 * s.q_row()..], s.q_row(), 1), scale: 1.0, threads: 1 }.run();
+                    Product { dst: &mut dk[c0 * d..c1 * d], ldc: d, accumulate, m, n: d, k, lhs: mat(&ds[c0 * t + c0..], 1, t), rhs: mat(&q_h[c0 * s.q_row()..], s.q_row(), 1), scale: 1.0, threads: 1 }.run();
+                }
             }
         });
         [interleave_heads(&dq, b, s.heads, t, d), interleave_heads(&dk, b, s.kv_heads, t, d), interleave_heads(&dv, b, s.kv_heads, t, d)]
     }
+}
+
+/// Query (or key) rows split into bands, so that the products skip the blocks above the causal
+/// diagonal, about half of each: bands of 32 rows keep each product large enough to run at
+/// speed.
+fn row_bands(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    const BAND: usize = 32;
+    (0..t).step_by(BAND).map(move |r0| (r0, (r0 + BAND).min(t)))
 }
 
 /// Softmax of `row[..=i]` in place (row `i` of the scores sees positions up to `i`); zero

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor, Var};
-use engine::train::{Batch, LoraParams, TokenizedExample, TrainStep, batch_loss_sum, parse_dataset};
+use engine::train::{Batch, LoraParams, TokenizedExample, TrainStep, batch_loss_and_grads, batch_loss_sum, parse_dataset};
 use engine::{
     ChatMessage, GenerationParams, LoadOptions, Llama, Model, ModelConfig, Projection, TrainConfig,
     WeightFormat, generate, train,
@@ -40,9 +40,10 @@ fn set_element(var: &Var, index: usize, value: f64) {
     var.set(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap();
 }
 
-#[test]
-fn lora_gradients_match_finite_differences() {
-    let mut model = Llama::random(tiny_config(), 7).unwrap().to_dtype(DType::F64).unwrap();
+/// A tiny model with LoRA on every projection, B set away from zero (at zero, every gradient of
+/// A would vanish), and a two-sequence batch with padding and untrained positions.
+fn tiny_lora_setup(dtype: DType) -> (Llama, LoraParams, Batch) {
+    let mut model = Llama::random(tiny_config(), 7).unwrap().to_dtype(dtype).unwrap();
     let config = TrainConfig {
         targets: Projection::ALL.to_vec(),
         r: 2,
@@ -51,21 +52,48 @@ fn lora_gradients_match_finite_differences() {
         ..Default::default()
     };
     let params = LoraParams::attach(&mut model, &config).unwrap();
-    // B starts at zero, which would make every gradient of A vanish.
     let mut rng = engine::sampling::Rng::new(3);
     for (_, _, _, b) in &params.entries {
         let n = b.as_tensor().elem_count();
         let v: Vec<f64> = (0..n).map(|_| rng.normal() as f64 * 0.3).collect();
-        b.set(&Tensor::from_vec(v, b.as_tensor().shape(), &Device::Cpu).unwrap()).unwrap();
+        b.set(&Tensor::from_vec(v, b.as_tensor().shape(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()).unwrap();
     }
     let examples = [
         TokenizedExample { ids: vec![1, 5, 9, 22, 3, 17, 30], trainable: vec![false, false, false, true, true, true, true] },
         TokenizedExample { ids: vec![2, 8, 31, 4], trainable: vec![false, true, true, true] },
     ];
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let batch = Batch::new(&refs, 0).unwrap();
+    (model, params, Batch::new(&refs, 0).unwrap())
+}
+
+/// The trainer's own backward pass (`batch_loss_and_grads`) against candle's autograd over the
+/// same graph, in f32 and f64, with a loss scale.
+#[test]
+fn own_backward_matches_autograd() {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
+        let (model, params, batch) = tiny_lora_setup(dtype);
+        let scale = 0.25;
+        let (loss, ours) = batch_loss_and_grads(&model, &batch, scale).unwrap();
+        let reference = (batch_loss_sum(&model, &batch).unwrap() * scale).unwrap();
+        let ref_loss = reference.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        assert!((loss - ref_loss).abs() <= tol * ref_loss.abs(), "{dtype:?}: loss {loss} vs {ref_loss}");
+        let theirs = reference.backward().unwrap();
+        for var in params.vars() {
+            let flat = |g: Option<&Tensor>| -> Vec<f64> { g.expect("gradient").to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+            let (a, b) = (flat(ours.get(var.as_tensor())), flat(theirs.get(var.as_tensor())));
+            let norm = b.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= tol * norm, "{dtype:?}: {x} vs {y} (largest {norm})");
+            }
+        }
+    }
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let (model, params, batch) = tiny_lora_setup(DType::F64);
     let loss = |m: &Llama| batch_loss_sum(m, &batch).unwrap().to_scalar::<f64>().unwrap();
-    let grads = batch_loss_sum(&model, &batch).unwrap().backward().unwrap();
+    let (_, grads) = batch_loss_and_grads(&model, &batch, 1.0).unwrap();
 
     let h = 1e-6;
     let mut checked = 0;

@@ -101,6 +101,10 @@ struct CreateUser {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     configure_cpu_threads();
+    if matches!(cli.command, Command::Train(_)) {
+        // Before the runtime starts threads (see the function's comment).
+        engine::train::use_one_malloc_arena();
+    }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
 }
 
