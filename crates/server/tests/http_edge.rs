@@ -126,3 +126,24 @@ async fn prometheus_metrics_count_requests_by_route_template() {
     assert!(text.contains(r#"workbench_http_request_duration_seconds_count{method="GET",route="/api/admin/users/{id}"} 3"#));
     assert!(!text.contains("/api/admin/users/2"), "raw paths never become labels");
 }
+
+/// SQLite's log is copied into the database by the server's background checkpoint, not by
+/// whichever request's commit crosses SQLite's own threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_checkpoints_sqlite_in_the_background() {
+    use sea_orm::ConnectionTrait;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let file = app.state.settings.data_dir.join("workbench.db");
+    app.state.db.execute_unprepared("CREATE TABLE bulk (v TEXT)").await.unwrap();
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    let rows = vec![format!("('{}')", "x".repeat(1000)); 20].join(", ");
+    for _ in 0..100 {
+        app.state.db.execute_unprepared(&format!("INSERT INTO bulk VALUES {rows}")).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while size() < before + (1 << 20) {
+        assert!(std::time::Instant::now() < deadline, "2 MB committed, the database file grew only {} bytes in 5 s", size() - before);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
