@@ -251,7 +251,7 @@ async fn a_task_trains_streams_and_registers_its_adapter_with_swanlab_offline() 
     assert_eq!(PathBuf::from(&row.model_path), adapter);
     let params: Value = serde_json::from_str(row.parameters.as_deref().unwrap()).unwrap();
     assert_eq!((params["base_model_id"].as_i64(), params["task_id"].as_i64()), (Some(base.id as i64), Some(id)));
-    assert_eq!((params["r"].as_u64(), params["alpha"].as_f64()), (Some(4), Some(8.0)));
+    assert_eq!((params["r"].as_u64(), params["lora_alpha"].as_f64()), (Some(4), Some(8.0)));
 
     // Chat-able at once: one click gives a usable config on the built-in `local` provider, and
     // the owner's answer streams from base + adapter; someone else cannot use it.

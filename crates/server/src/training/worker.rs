@@ -440,18 +440,11 @@ fn report(progress: &Progress, duration: Duration, adapter: &Path) -> Value {
 
 /// Adds the adapter to the models registry (R-TRAIN-6), under a name unique by the task id.
 async fn register_adapter(rt: &Runtime, task: &training_tasks::Model, base: &models::Model, adapter: &Path) -> anyhow::Result<models::Model> {
-    let config: Value = std::fs::read_to_string(adapter.join("adapter_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    let parameters = json!({
-        "base_model_id": base.id,
-        "base_model_path": base.model_path,
-        "task_id": task.id,
-        "r": config.get("r"),
-        "alpha": config.get("lora_alpha"),
-        "target_modules": config.get("target_modules"),
-    });
+    // Described as an adapter registered from disk is, plus where it came from.
+    let mut parameters = crate::local_models::describe_adapter(adapter).map_err(|e| anyhow::anyhow!("the trained adapter: {e}"))?;
+    parameters["base_model_id"] = json!(base.id);
+    parameters["base_model_path"] = json!(base.model_path);
+    parameters["task_id"] = json!(task.id);
     let stem = format!("{}-lora-{}", task.name.chars().take(60).collect::<String>(), task.id);
     let name = crate::local_models::free_name(&rt.db, &stem).await?;
     let model = crate::local_models::insert(
