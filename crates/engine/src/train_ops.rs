@@ -61,6 +61,7 @@ impl Float for f32 {
         // Held by another caller (two trainings in one process): a buffer of this call's own.
         let Ok(mut buf) = SCRATCH.try_lock() else { return f(&mut zeros(len)) };
         if buf.len() < len {
+            // The old buffer goes before the new one comes: never both at once.
             *buf = Vec::new();
             *buf = zeros(len);
         }
