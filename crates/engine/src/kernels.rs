@@ -410,26 +410,36 @@ unsafe fn vec_dot_q8_0_avx2(w: &[u8], acts: &[BlockQ8_1]) -> f32 {
 }
 
 /// [`vec_dot_q8_0_avx2`] for four weight rows against one activation row (decoding through the
-/// output projection): each output's arithmetic is the one-row kernel's, in the same order.
+/// output projection): the four rows' scales of a block are converted and multiplied in one
+/// vector; each output's arithmetic is the one-row kernel's, in the same order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_4x1_q8_0_avx2(w: [&[u8]; 4], acts: &[BlockQ8_1]) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bytes = acts.len() * Q8_0_BYTES;
-    let w = w.map(|row| &row[..bytes]);
+    let w = w.map(|row| row[..bytes].as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
     let ones = _mm256_set1_epi16(1);
+    let lane = [_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)];
     for (b, a) in acts.iter().enumerate() {
-        // SAFETY: a block holds 32 quants.
-        let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+        let at = b * Q8_0_BYTES;
+        // SAFETY: every row was sliced to `bytes` above and `at + Q8_0_BYTES <= bytes`: a
+        // block's 2-byte scale and 32 quants are inside its row; a block holds 32 activations.
+        let (d, qy, qx) = unsafe {
+            let d = |r: usize| (w[r].add(at) as *const i16).read_unaligned();
+            let quants = |r: usize| _mm256_loadu_si256(w[r].add(at + 2) as *const __m256i);
+            (
+                _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0)),
+                _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i),
+                [quants(0), quants(1), quants(2), quants(3)],
+            )
+        };
+        let dd = _mm256_castps128_ps256(_mm_mul_ps(d, _mm_set1_ps(a.d)));
         for r in 0..4 {
-            let wb = &w[r][b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([wb[0], wb[1]]) as i16))));
-            let d0d1 = _mm256_set1_ps(d * a.d);
-            // SAFETY: each block holds 32 quants after its 2-byte scale.
-            let qx = unsafe { _mm256_loadu_si256(wb[2..].as_ptr() as *const __m256i) };
-            let ax = _mm256_sign_epi8(qx, qx);
-            let sy = _mm256_sign_epi8(qy, qx);
+            let d0d1 = _mm256_permutevar8x32_ps(dd, lane[r]);
+            // maddubs needs an unsigned left side: move x's sign onto y.
+            let ax = _mm256_sign_epi8(qx[r], qx[r]);
+            let sy = _mm256_sign_epi8(qy, qx[r]);
             let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
             acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(sums), acc[r]);
         }
@@ -484,36 +494,52 @@ macro_rules! q4_1_kernels {
     (@four $features:literal, $sum:path, $name:ident) => {
         /// Four weight rows × one activation row, for decoding: each activation block is loaded
         /// once for four rows, and four independent accumulator chains overlap where one row's
-        /// chain waits on its previous FMA. Every output's arithmetic is the one-row kernel's,
-        /// in the same order.
+        /// chain waits on its previous FMA. The four rows' scales and offsets of a block are
+        /// converted and multiplied together, one vector for four rows: decoding is bound by
+        /// this loop's instruction count on CPUs without VNNI. Every output's arithmetic is the
+        /// one-row kernel's, in the same order (`d·d'` and `m·s` rounded in f32 as there).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe fn $name(w: [&[u8]; 4], acts: &[BlockQ8_1]) -> [f32; 4] {
             use std::arch::x86_64::*;
             let bytes = acts.len() * Q4_1_BYTES;
-            let w = w.map(|row| &row[..bytes]);
+            let w = w.map(|row| row[..bytes].as_ptr());
             let low_mask = _mm256_set1_epi8(0x0F);
             let ones = _mm256_set1_epi16(1);
+            let lane = [_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)];
             let mut acc = [_mm256_setzero_ps(); 4];
-            let mut summs = [0f32; 4];
+            let mut summs = _mm_setzero_ps();
             for (b, a) in acts.iter().enumerate() {
-                // SAFETY: a block holds 32 quants.
-                let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+                let at = b * Q4_1_BYTES;
+                // SAFETY: every row was sliced to `bytes` above and `at + Q4_1_BYTES <= bytes`:
+                // the reads stay inside the rows (d and m are the block's first four bytes, its
+                // packed quants the next sixteen); a block holds 32 activation quants.
+                let (dm, qy, packed) = unsafe {
+                    let dm = |r: usize| (w[r].add(at) as *const i32).read_unaligned();
+                    let quants = |r: usize| _mm_loadu_si128(w[r].add(at + 4) as *const __m128i);
+                    (
+                        _mm256_cvtph_ps(_mm_setr_epi32(dm(0), dm(1), dm(2), dm(3))),
+                        _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i),
+                        [quants(0), quants(1), quants(2), quants(3)],
+                    )
+                };
+                // [d0 m0 d1 m1 | d2 m2 d3 m3] → [d0 d1 d2 d3] and [m0 m1 m2 m3].
+                let (lo, hi) = (_mm256_castps256_ps128(dm), _mm256_extractf128_ps::<1>(dm));
+                let d = _mm_shuffle_ps::<0b10_00_10_00>(lo, hi);
+                let m = _mm_shuffle_ps::<0b11_01_11_01>(lo, hi);
+                summs = _mm_add_ps(summs, _mm_mul_ps(m, _mm_set1_ps(a.s)));
+                let dd = _mm256_castps128_ps256(_mm_mul_ps(d, _mm_set1_ps(a.d)));
                 for r in 0..4 {
-                    let wb = &w[r][b * Q4_1_BYTES..(b + 1) * Q4_1_BYTES];
-                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-                    let d = _mm_cvtss_f32(dm);
-                    let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                    summs[r] += m * a.s;
-                    let d0d1 = _mm256_set1_ps(d * a.d);
-                    // SAFETY: a block holds 16 bytes of packed quants after d and m.
-                    let packed = unsafe { _mm_loadu_si128(wb[4..].as_ptr() as *const __m128i) };
-                    let nibbles = _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+                    let d0d1 = _mm256_permutevar8x32_ps(dd, lane[r]);
+                    let nibbles = _mm256_insertf128_si256(_mm256_castsi128_si256(packed[r]), _mm_srli_epi16(packed[r], 4), 1);
                     let qx = _mm256_and_si256(nibbles, low_mask);
                     acc[r] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps($sum(qx, qy, ones)), acc[r]);
                 }
             }
-            [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
+            let mut s = [0f32; 4];
+            // SAFETY: four f32s.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr(), summs) };
+            [hsum(acc[0]) + s[0], hsum(acc[1]) + s[1], hsum(acc[2]) + s[2], hsum(acc[3]) + s[3]]
         }
     };
     (@tile $features:literal, $sum:path, $name:ident) => {
