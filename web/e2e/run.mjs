@@ -811,10 +811,16 @@ async function modelFlow() {
     await pickOption(/e2e question/)
     const input = await field('compare-input').inputValue()
     assert(input.includes('prime'), `input was not filled from the test prompt: ${input}`)
+    const rerun = page.waitForResponse((r) => r.url().includes('/rerun') && r.request().method() === 'POST')
     await page.locator('[data-testid="compare-history"] [data-testid="compare-rerun"]').first().click()
-    await page.locator('[data-testid="compare-stop"]').waitFor()
+    // The stop button shows only while the answers stream, and the fake provider may be done
+    // before the page is looked at: the re-run's request, and the columns it refills (they are
+    // emptied when it starts), are checked instead.
+    assert((await rerun).ok(), 'the re-run request failed')
     await page.locator('[data-testid="compare-run"]').waitFor({ timeout: STEP_TIMEOUT * 2 })
-    assert((await page.locator('[data-testid="compare-column"]').count()) === 2, 're-run did not show two columns')
+    const cols = page.locator('[data-testid="compare-column"]')
+    assert((await cols.count()) === 2, 're-run did not show two columns')
+    assert((await cols.locator('.markdown').count()) >= 1, 're-run streamed no answer')
   })
 }
 
