@@ -243,26 +243,30 @@ impl Response {
     }
 }
 
-/// Runs each named `async fn(TestApp)` once per database backend.
+/// Runs each named `async fn(TestApp)` once per database backend; `settings: |s| …;` first
+/// adjusts the settings of every app (for example, no in-process training workers).
 #[macro_export]
 macro_rules! on_all_backends {
-    ($($test:ident),* $(,)?) => {
+    (settings: $tweak:expr; $($test:ident),* $(,)?) => {
         $(
             mod $test {
                 use super::common::{Backend, TestApp};
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$test(TestApp::spawn(Backend::Sqlite).await).await
+                    super::$test(TestApp::spawn_with(Backend::Sqlite, $tweak).await).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$test(TestApp::spawn(Backend::Postgres).await).await
+                    super::$test(TestApp::spawn_with(Backend::Postgres, $tweak).await).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn mariadb() {
-                    super::$test(TestApp::spawn(Backend::MariaDb).await).await
+                    super::$test(TestApp::spawn_with(Backend::MariaDb, $tweak).await).await
                 }
             }
         )*
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::on_all_backends!(settings: |_| {}; $($test),*);
     };
 }
