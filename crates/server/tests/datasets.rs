@@ -11,10 +11,7 @@ use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use serde_json::{Value, json};
 use store::entities::{chat_messages, chat_sessions, model_tests, models, training_tasks};
 
-// No in-process training worker: the tests insert pending tasks by hand, and a worker would take
-// them (and fail them, as their model does not exist) while the test still expects them pending.
 on_all_backends!(
-    settings: |s| s.training.workers = 0;
     every_format_is_accepted_and_normalized,
     invalid_files_are_named_and_store_nothing,
     preview_stats_and_download,

@@ -8,10 +8,7 @@ use sea_orm::{ActiveModelTrait, Set};
 use serde_json::{Value, json};
 use store::entities::training_tasks;
 
-// No in-process training worker: one would fail the hand-made running task (it has no worker)
-// while the test still expects it to hold its config.
 on_all_backends!(
-    settings: |s| s.training.workers = 0;
     defaults_and_presets_fill_every_parameter,
     bad_parameters_are_named_with_their_ranges,
     updates_change_only_what_is_given,

@@ -88,6 +88,10 @@ impl TestApp {
         let mut settings = Settings::default();
         settings.data_dir = data_dir.path().to_path_buf();
         settings.server.bind = "127.0.0.1:0".parse().unwrap();
+        // No in-process training worker unless a test asks for one (`training.workers` in
+        // `tweak`): tests that write training-task rows by hand would otherwise race a worker
+        // that takes a pending task, or fails a running one as orphaned, mid-test.
+        settings.training.workers = 0;
         let mut database = None;
         if backend != Backend::Sqlite {
             let name = format!("wbt_{}", uuid_simple());
@@ -243,30 +247,26 @@ impl Response {
     }
 }
 
-/// Runs each named `async fn(TestApp)` once per database backend; `settings: |s| …;` first
-/// adjusts the settings of every app (for example, no in-process training workers).
+/// Runs each named `async fn(TestApp)` once per database backend.
 #[macro_export]
 macro_rules! on_all_backends {
-    (settings: $tweak:expr; $($test:ident),* $(,)?) => {
+    ($($test:ident),* $(,)?) => {
         $(
             mod $test {
                 use super::common::{Backend, TestApp};
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$test(TestApp::spawn_with(Backend::Sqlite, $tweak).await).await
+                    super::$test(TestApp::spawn(Backend::Sqlite).await).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$test(TestApp::spawn_with(Backend::Postgres, $tweak).await).await
+                    super::$test(TestApp::spawn(Backend::Postgres).await).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn mariadb() {
-                    super::$test(TestApp::spawn_with(Backend::MariaDb, $tweak).await).await
+                    super::$test(TestApp::spawn(Backend::MariaDb).await).await
                 }
             }
         )*
-    };
-    ($($test:ident),* $(,)?) => {
-        $crate::on_all_backends!(settings: |_| {}; $($test),*);
     };
 }
