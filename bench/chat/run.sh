@@ -10,7 +10,9 @@
 # LiteLLM (`litellm[proxy]`) is installed once into ${LITELLM_VENV:-bench/.venv-litellm}
 # (git-ignored). --smoke: short phases, 64 open streams, no LiteLLM; under a minute once built.
 # Results: bench/chat/results/chat-<time>.json (git-ignored) and a table on stdout. BENCH_ARGS
-# passes more options to the load generator (`target/release/chat-bench --help`).
+# passes more options to the load generator (`target/release/chat-bench --help`). BENCH_MODEL
+# replaces the fake's `bench-256` answers, e.g. `bench-1` to measure what each request costs
+# besides its streaming.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,7 +28,7 @@ done
 
 # 1.80.0 is what the README figures used; newer [proxy] extras pull a package PyPI does not carry.
 LITELLM_VERSION="${LITELLM_VERSION:-1.80.0}"
-bench_model="bench-256"
+bench_model="${BENCH_MODEL:-bench-256}"
 open_model="endless-1000"
 paced_model="paced-64-20"
 
