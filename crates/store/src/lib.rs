@@ -54,8 +54,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     // bound to it where they could matter, such as the `LIMIT ?` SeaORM puts on every `.one()`,
     // and so recompiles the cached statement each time it is run with new bindings. Measured
     // with one-chunk chat answers (`BENCH_MODEL=bench-1 bench/chat/run.sh`, AMD EPYC Zen 1):
-    // re-preparing was about 15 % of the SQLite threads' time; without it the platform served
-    // 14–23 % more requests per second at concurrency 1 and 64.
+    // re-preparing was about 15 % of the SQLite threads' time, and with stable plans the platform
+    // served 14–23 % more requests per second at concurrency 1 and 64 in alternating runs.
     options.map_sqlx_sqlite_pool_opts(|pool| {
         pool.after_connect(|conn, _| {
             Box::pin(async move {
