@@ -129,7 +129,8 @@ fn bearer_user_id(parts: &Parts, state: &AppState) -> Result<i32, ApiError> {
 
 /// An [`AuthUser`] whose account may be a copy read less than a second ago
 /// ([`crate::users::AccountCache`]): for the endpoints that stream answers, whose first token
-/// should not wait for the account row. Only the id and role are used there.
+/// should not wait for the account row, and for creating the chat session that usually comes
+/// just before. Only the id and role are used there.
 #[derive(Debug, Clone)]
 pub struct StreamingUser(pub users::Model);
 

@@ -68,6 +68,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         tokenizers: datasets::TokenizerCache::default(),
         runtime_settings: Arc::default(),
         accounts: Arc::new(users::account_cache()),
+        session_owners: Arc::new(chat::session_owners()),
         configs_in_use: Arc::new(routes::model_configs::in_use_cache()),
         clock,
         settings: Arc::new(settings),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub runtime_settings: Arc<crate::runtime_settings::SettingsCache>,
     /// Accounts as the streaming endpoints last read them.
     pub accounts: Arc<crate::users::AccountCache>,
+    /// Owners of recently created or read chat sessions, by session id.
+    pub session_owners: Arc<crate::chat::SessionOwners>,
     /// Model configs with their providers as the streaming endpoints last resolved them.
     pub configs_in_use: Arc<crate::routes::model_configs::InUseCache>,
 }

@@ -27,6 +27,7 @@ on_all_backends!(
     a_disabled_account_cannot_stream_even_just_after_streaming,
     config_changes_apply_to_the_next_answer_at_once,
     a_rename_during_the_first_answer_is_kept,
+    a_session_deleted_elsewhere_is_gone_for_sending,
 );
 
 /// Upper bound for anything that should take milliseconds; a hang fails the test instead.
@@ -741,4 +742,40 @@ async fn a_rename_during_the_first_answer_is_kept(app: TestApp) {
         events.rest().await;
         assert_eq!(app.get(&path, &chat.token).await.json["title"], title);
     }
+}
+
+/// Sending a message trusts this process's record of who owns a session instead of reading the
+/// row; a session deleted meanwhile, by this process or by another instance sharing the
+/// database, is still a 404 and nothing is written into it.
+async fn a_session_deleted_elsewhere_is_gone_for_sending(app: TestApp) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use store::entities::{chat_messages, chat_sessions};
+    let chat = setup(&app).await;
+    let body = json!({"content": "hi", "model_config_id": chat.config("fake-normal")});
+
+    let through_api = new_session(&app, &chat.token).await;
+    let res = app.call(Method::DELETE, &format!("/api/chat/sessions/{through_api}"), Some(&chat.token), None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = app.post(&format!("/api/chat/sessions/{through_api}/messages"), Some(&chat.token), body.clone()).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.body);
+
+    // Created here (so its owner is known here), then deleted straight in the database.
+    let elsewhere = new_session(&app, &chat.token).await;
+    chat_sessions::Entity::delete_by_id(elsewhere as i32).exec(&app.state.db).await.unwrap();
+    let res = app.post(&format!("/api/chat/sessions/{elsewhere}/messages"), Some(&chat.token), body.clone()).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.body);
+    assert_eq!(res.json["error"]["code"], "not_found", "{}", res.body);
+    let res = app.post(&format!("/api/chat/sessions/{elsewhere}/messages"), Some(&chat.token), body.clone()).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "and again, once the record is dropped: {}", res.body);
+    for gone in [through_api, elsewhere] {
+        let rows = chat_messages::Entity::find().filter(chat_messages::Column::SessionId.eq(gone as i32)).count(&app.state.db).await.unwrap();
+        assert_eq!(rows, 0, "nothing written into session {gone}");
+    }
+    let upstream = chat.fake.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count();
+    assert_eq!(upstream, 0, "nothing went upstream");
+
+    // The user's other sessions are untouched by all this.
+    let kept = new_session(&app, &chat.token).await;
+    let events = send(&app, &chat.token, kept, "Still here?", chat.config("fake-normal")).await;
+    assert_eq!(last(&events, "done")["finish_reason"], "stop");
 }

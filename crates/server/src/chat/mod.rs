@@ -55,6 +55,18 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The finish reason of an answer that was streaming when the server stopped.
 pub const INTERRUPTED: &str = "interrupted";
 
+/// The owners of sessions this process created or read lately, so that sending a message does
+/// not read the session's row before its first token. A session never changes owner and is
+/// deleted through this process ([`SessionOwners::forget`]) or through another instance; the
+/// question's insert then fails on its foreign key, and the send answers 404 as for any
+/// unknown session.
+pub type SessionOwners = crate::recent::Recent<i32, i32>;
+
+pub fn session_owners() -> SessionOwners {
+    // Long-lived: the copy can only be wrong about a session that is gone (see above).
+    SessionOwners::new(Duration::from_secs(3600), 65_536)
+}
+
 /// Checkpoint writes of one streaming answer (or comparison). At most one is in flight; the final
 /// save waits for it, so a checkpoint can never land after the final row.
 pub struct Checkpoints {
@@ -378,7 +390,8 @@ pub struct Answer {
     /// The answer's row when it was inserted with the question; otherwise the answer's task
     /// inserts it.
     pub row: Option<chat_messages::Model>,
-    /// A new title for the session (the first message names it), saved with the answer.
+    /// A title for the session made from the question, saved with the answer where the session
+    /// still has the default title (its first answer names it).
     pub title: Option<String>,
 }
 

@@ -183,11 +183,30 @@ fn title_from(content: &str) -> String {
 }
 
 async fn find_own(state: &AppState, user_id: i32, id: i32) -> ApiResult<chat_sessions::Model> {
-    chat_sessions::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .filter(|s| s.user_id == user_id)
-        .ok_or(ApiError::NotFound)
+    let session = chat_sessions::Entity::find_by_id(id).one(&state.db).await?.ok_or(ApiError::NotFound)?;
+    state.session_owners.put(session.id, session.user_id);
+    Some(session).filter(|s| s.user_id == user_id).ok_or(ApiError::NotFound)
+}
+
+/// The id of the caller's session `id`, without reading its row when this process knows the
+/// session's owner ([`AppState::session_owners`]).
+async fn own_session_id(state: &AppState, user_id: i32, id: i32) -> ApiResult<i32> {
+    match state.session_owners.get(&id) {
+        Some(owner) if owner == user_id => Ok(id),
+        Some(_) => Err(ApiError::NotFound),
+        None => Ok(find_own(state, user_id, id).await?.id),
+    }
+}
+
+/// A write into session `id` that broke its foreign key: the session was deleted after its
+/// owner was looked up (through another instance, or just now), which is a 404 like any session
+/// that does not exist.
+fn unless_session_gone(state: &AppState, id: i32, err: sea_orm::DbErr) -> ApiError {
+    if matches!(err.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) {
+        state.session_owners.forget(&id);
+        return ApiError::NotFound;
+    }
+    err.into()
 }
 
 /// Claims the caller's session for a new answer, so that no second answer streams into it.
@@ -229,7 +248,8 @@ pub async fn list_sessions(
     responses((status = 201, body = SessionView), (status = 422, body = ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    // As recent as for streaming: a new session is usually the first step of a chat.
+    StreamingUser(user): StreamingUser,
     JsonBody(req): JsonBody<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     let title = match req.title.as_deref() {
@@ -245,6 +265,7 @@ pub async fn create_session(
     }
     .insert(&state.db)
     .await?;
+    state.session_owners.put(session.id, user.id);
     Ok((StatusCode::CREATED, Json(session.into())))
 }
 
@@ -278,6 +299,7 @@ pub async fn delete_session(State(state): State<AppState>, AuthUser(user): AuthU
     state.answers.stop(session.id).await;
     // Messages go by the foreign key's cascade.
     chat_sessions::Entity::delete_by_id(session.id).exec(&state.db).await?;
+    state.session_owners.forget(&session.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -312,7 +334,7 @@ pub async fn send_message(
 ) -> ApiResult<Response> {
     // Independent lookups, in one round trip: this path runs before every first token.
     let (session, model, system) = tokio::join!(
-        find_own(&state, user.id, id),
+        own_session_id(&state, user.id, id),
         chat::resolve_model(&state, &user, "model_config_id", &req.model_config_id),
         chat::resolve_system_prompt(&state, user.id, req.system_prompt_id, req.system_prompt.as_deref()),
     );
@@ -321,14 +343,16 @@ pub async fn send_message(
     let content = checks.check("content", parse_content(&req.content));
     checks.finish()?;
     let (model, system) = (model?, system?);
-    let claim = claim(&state, session.id)?;
+    let claim = claim(&state, session)?;
     let content = content.expect("checked");
 
     // The question is saved before anything goes upstream. The history is read beside that
     // write (the session is claimed: nothing else changes it), with or without the question.
-    let title = (session.title == DEFAULT_TITLE).then(|| title_from(&content));
-    let (history, turn) = tokio::join!(chat::messages(&state.db, session.id), chat::insert_turn(&state, session.id, content, &model.config));
-    let (question, row) = turn?;
+    // The title is only a proposal: the answer's save names the session only while it still
+    // has the default title (`touch_session`), so the row need not be read for it here.
+    let title = Some(title_from(&content));
+    let (history, turn) = tokio::join!(chat::messages(&state.db, session), chat::insert_turn(&state, session, content, &model.config));
+    let (question, row) = turn.map_err(|err| unless_session_gone(&state, session, err))?;
     let mut history = match history {
         Ok(history) => history,
         Err(err) => {
