@@ -106,7 +106,7 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let (stop_workers, stop) = tokio::sync::watch::channel(false);
-    let checkpoints = tokio::spawn(checkpoint_periodically(state.db.clone(), stop.clone()));
+    let checkpoints = tokio::spawn(checkpoint_periodically(state.settings.database_url(), stop.clone()));
     let workers = training::start_workers(training::Runtime::from(&state), state.settings.training.workers, stop);
     let app = router::router(state);
     // Streamed answers are many small writes: with Nagle's algorithm each one after the first
@@ -130,21 +130,25 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
 }
 
 /// Checkpoints SQLite's log every [`store::CHECKPOINT_INTERVAL`] until `stop`, so that no
-/// request's commit has to (see `store`).
-async fn checkpoint_periodically(db: sea_orm::DatabaseConnection, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
-        return;
-    }
+/// request's commit has to and the log does not grow under steady load (see `store`).
+async fn checkpoint_periodically(database_url: String, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut checkpointer = match store::Checkpointer::open(&database_url).await {
+        Ok(Some(checkpointer)) => checkpointer,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(error = %err, "no SQLite checkpoints: commits will checkpoint the log themselves");
+            return;
+        }
+    };
     let mut every = tokio::time::interval(store::CHECKPOINT_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
-            _ = every.tick() => {
-                if let Err(err) = store::checkpoint(&db).await {
-                    tracing::warn!(error = %err, "checkpointing the SQLite log failed");
-                }
-            }
+            _ = every.tick() => match checkpointer.run().await {
+                Ok(done) => tracing::debug!(log_pages = done.log_pages, restarted = done.restarted, "checkpointed the SQLite log"),
+                Err(err) => tracing::warn!(error = %err, "checkpointing the SQLite log failed"),
+            },
         }
     }
 }

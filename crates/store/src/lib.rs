@@ -5,7 +5,7 @@ pub mod migration;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 pub use sea_orm_migration::MigratorTrait;
 
 pub use migration::Migrator;
@@ -18,14 +18,26 @@ const SQLITE_CONNECTIONS: u32 = 8;
 /// WAL pages after which a committing connection checkpoints the log itself, on its own
 /// request's time (SQLite's default is 1,000 pages: under streaming load, a checkpoint every
 /// hundred or so requests, each copying megabytes and syncing the disk twice inside somebody's
-/// request). The server checkpoints in the background every [`CHECKPOINT_INTERVAL`] instead, so
-/// the log stays far below this; it remains the bound for processes that do not (the CLI, a
-/// training worker on its own). Measured with 64 paced streams (`bench/chat`): the added
-/// first-token p99 went from 2.7–4.2 ms to 1.3–2.0 ms.
+/// request). The server checkpoints in the background every [`CHECKPOINT_INTERVAL`] instead
+/// ([`Checkpointer`]), so the log stays far below this; it remains the bound for processes that
+/// do not (the CLI, a training worker on its own). Measured with 64 paced streams
+/// (`bench/chat`): the added first-token p99 went from 2.7–4.2 ms to 1.3–2.0 ms.
 const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_000;
 
-/// How often a server checkpoints SQLite's log with [`checkpoint`].
+/// How often a server checkpoints SQLite's log with [`Checkpointer`].
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Log pages past which [`Checkpointer::run`] has SQLite start the log over. A passive
+/// checkpoint copies pages in but cannot rewind the log while any reader still uses it, and
+/// under steady load one always does: the log then only grows (measured: 150 MB within seconds
+/// of `bench/chat` at 64 streams), and once past [`SQLITE_AUTOCHECKPOINT_PAGES`] every commit
+/// checkpoints inside its request again. 2,000 pages is 8 MB with 4 KiB pages.
+const RESTART_LOG_PAGES: i64 = 2_000;
+
+/// Busy-handler tries of the checkpoint connection, about 50 ms (see [`retry_soon`]): a
+/// restarting checkpoint holds new writers back while it waits for readers, so it gives up soon
+/// and tries again at the next interval rather than stall every write behind a slow reader.
+const CHECKPOINT_BUSY_RETRIES: i32 = 55;
 
 /// Opens a pool for `url` (`sqlite://…?mode=rwc`, `postgres://…`, `mysql://…`).
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
@@ -78,14 +90,60 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
-/// Copies SQLite's write-ahead log into the database as far as readers allow (a passive
-/// checkpoint: it waits for no reader and no writer, and writers go on beside it). Nothing to do
-/// on the other databases.
-pub async fn checkpoint(db: &DatabaseConnection) -> Result<(), DbErr> {
-    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
-        return Ok(());
+/// Checkpoints SQLite's write-ahead log on a connection of its own, outside the pool, whose busy
+/// handler gives up after [`CHECKPOINT_BUSY_RETRIES`].
+pub struct Checkpointer {
+    conn: sea_orm::sqlx::SqliteConnection,
+}
+
+/// What one [`Checkpointer::run`] did, in log pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Pages in the log when the passive checkpoint ran.
+    pub log_pages: i64,
+    /// Whether the log had grown past [`RESTART_LOG_PAGES`] and the next write now starts it
+    /// over (false also when readers held on past the busy handler: the next run tries again).
+    pub restarted: bool,
+}
+
+impl Checkpointer {
+    /// A checkpointer for the database at `url`; `None` for databases other than SQLite.
+    pub async fn open(url: &str) -> Result<Option<Self>, DbErr> {
+        use sea_orm::sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+        use std::str::FromStr;
+        if !url.starts_with("sqlite:") {
+            return Ok(None);
+        }
+        let mut conn = SqliteConnectOptions::from_str(url).map_err(sqlx_err)?.connect().await.map_err(sqlx_err)?;
+        let mut handle = conn.lock_handle().await.map_err(sqlx_err)?;
+        // SAFETY: the handle is locked away from the connection's worker thread, and
+        // `retry_briefly` is a plain function that lives forever.
+        unsafe { libsqlite3_sys::sqlite3_busy_handler(handle.as_raw_handle().as_ptr(), Some(retry_briefly), std::ptr::null_mut()) };
+        drop(handle);
+        Ok(Some(Self { conn }))
     }
-    db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await.map(|_| ())
+
+    /// Copies the log into the database as far as readers allow (a passive checkpoint: it waits
+    /// for nobody). When the log has grown past [`RESTART_LOG_PAGES`] it then waits, briefly,
+    /// until every reader has moved past the log, so that the next write starts it over.
+    pub async fn run(&mut self) -> Result<Checkpoint, DbErr> {
+        let (_, log_pages, _) = self.pragma("PRAGMA wal_checkpoint(PASSIVE)").await?;
+        let mut restarted = false;
+        if log_pages > RESTART_LOG_PAGES {
+            let (busy, _, _) = self.pragma("PRAGMA wal_checkpoint(RESTART)").await?;
+            restarted = busy == 0;
+        }
+        Ok(Checkpoint { log_pages, restarted })
+    }
+
+    /// `wal_checkpoint`'s row: busy (1 when it could not finish), log pages, pages copied in.
+    async fn pragma(&mut self, sql: &'static str) -> Result<(i64, i64, i64), DbErr> {
+        sea_orm::sqlx::query_as(sql).fetch_one(&mut self.conn).await.map_err(sqlx_err)
+    }
+}
+
+fn sqlx_err(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Custom(format!("SQLite checkpoint connection: {err}"))
 }
 
 const BUSY_RETRIES: i32 = 5_000;
@@ -97,7 +155,16 @@ const BUSY_RETRIES: i32 = 5_000;
 /// about 5 s like the timeout it replaces. It runs on the connection's own worker thread, where
 /// sleeping blocks nothing else.
 extern "C" fn retry_soon(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
-    if tries >= BUSY_RETRIES {
+    retry_until(tries, BUSY_RETRIES)
+}
+
+/// [`retry_soon`] for the [`Checkpointer`], giving up after [`CHECKPOINT_BUSY_RETRIES`].
+extern "C" fn retry_briefly(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+    retry_until(tries, CHECKPOINT_BUSY_RETRIES)
+}
+
+fn retry_until(tries: std::ffi::c_int, limit: i32) -> std::ffi::c_int {
+    if tries >= limit {
         return 0;
     }
     let micros = (50u64 << tries.clamp(0, 5)).min(1_000);
@@ -183,7 +250,58 @@ mod tests {
         }
         let size = || std::fs::metadata(&file).unwrap().len();
         assert!(size() < 1 << 20, "no commit checkpointed: the database file is still {} bytes", size());
-        checkpoint(&db).await.unwrap();
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        Checkpointer::open(&url).await.unwrap().expect("a SQLite checkpointer").run().await.unwrap();
         assert!(size() > 4 << 20, "the checkpoint copied the log in: {} bytes", size());
+    }
+
+    /// Under steady load some reader always uses the log, so passive checkpoints alone never let
+    /// it start over and it grows with every commit; the checkpointer keeps it near
+    /// RESTART_LOG_PAGES. Writes, reads and checkpoints run side by side here, as in a server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_bounded_under_steady_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("steady.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = connect(&url).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (v TEXT)").await.unwrap();
+        let mut checkpointer = Checkpointer::open(&url).await.unwrap().expect("a SQLite checkpointer");
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = |done: &std::sync::Arc<std::sync::atomic::AtomicBool>| done.load(std::sync::atomic::Ordering::Relaxed);
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (db, done) = (db.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !stopped(&done) {
+                        db.execute_unprepared("SELECT v FROM t ORDER BY rowid DESC LIMIT 1").await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let checkpoints = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut restarts = 0;
+                while !stopped(&done) {
+                    restarts += usize::from(checkpointer.run().await.unwrap().restarted);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                restarts
+            }
+        });
+        // About 4.5 times RESTART_LOG_PAGES of commits.
+        let rows = vec![format!("('{}')", "x".repeat(1000)); 20].join(", ");
+        for _ in 0..1_500 {
+            db.execute_unprepared(&format!("INSERT INTO t VALUES {rows}")).await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        let restarts = checkpoints.await.unwrap();
+        let wal = std::fs::metadata(dir.path().join("steady.db-wal")).unwrap().len();
+        let bound = 2 * RESTART_LOG_PAGES as u64 * 4096;
+        assert!(wal < bound, "the log grew to {wal} bytes ({restarts} restarts), more than {bound}");
+        assert!(restarts > 0);
     }
 }
