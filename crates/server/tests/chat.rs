@@ -651,8 +651,8 @@ async fn bad_input_is_a_422(app: TestApp) {
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
 }
 
-/// The streaming endpoints keep a copy of the account for a second; disabling it through the
-/// admin API still takes effect at once.
+/// The streaming endpoints (and session creation) keep a copy of the account for a second;
+/// disabling it through the admin API still takes effect at once.
 async fn a_disabled_account_cannot_stream_even_just_after_streaming(app: TestApp) {
     let chat = setup(&app).await;
     let session = new_session(&app, &chat.token).await;
@@ -669,6 +669,9 @@ async fn a_disabled_account_cannot_stream_even_just_after_streaming(app: TestApp
     let res = app.post(&path, Some(&chat.token), json!({"content": "again", "model_config_id": chat.config("fake-normal")})).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
     let res = app.post("/api/comparisons", Some(&chat.token), json!({"input": "x", "model_config_ids": [chat.config("fake-normal"), chat.config("fake-think")]})).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    // Creating a session trusts the same copy of the account.
+    let res = app.post("/api/chat/sessions", Some(&chat.token), json!({})).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
 }
 
