@@ -59,7 +59,9 @@ pub const INTERRUPTED: &str = "interrupted";
 /// not read the session's row before its first token. A session never changes owner and is
 /// deleted through this process ([`SessionOwners::forget`]) or through another instance; the
 /// question's insert then fails on its foreign key, and the send answers 404 as for any
-/// unknown session.
+/// unknown session. This relies on session ids never being reused (SQLite's `AUTOINCREMENT`,
+/// PostgreSQL's sequence, MariaDB's persistent `AUTO_INCREMENT`), so a stale entry cannot
+/// point at another user's new session.
 pub type SessionOwners = crate::recent::Recent<i32, i32>;
 
 pub fn session_owners() -> SessionOwners {
