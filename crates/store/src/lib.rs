@@ -260,19 +260,22 @@ mod tests {
     /// RESTART_LOG_PAGES. Writes, reads and checkpoints run side by side here, as in a server.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_stays_bounded_under_steady_reads_and_writes() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering::Relaxed},
+        };
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("steady.db");
         let url = format!("sqlite://{}?mode=rwc", file.display());
         let db = connect(&url).await.unwrap();
         db.execute_unprepared("CREATE TABLE t (v TEXT)").await.unwrap();
         let mut checkpointer = Checkpointer::open(&url).await.unwrap().expect("a SQLite checkpointer");
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = |done: &std::sync::Arc<std::sync::atomic::AtomicBool>| done.load(std::sync::atomic::Ordering::Relaxed);
+        let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let (db, done) = (db.clone(), done.clone());
                 tokio::spawn(async move {
-                    while !stopped(&done) {
+                    while !done.load(Relaxed) {
                         db.execute_unprepared("SELECT v FROM t ORDER BY rowid DESC LIMIT 1").await.unwrap();
                     }
                 })
@@ -282,7 +285,7 @@ mod tests {
             let done = done.clone();
             async move {
                 let mut restarts = 0;
-                while !stopped(&done) {
+                while !done.load(Relaxed) {
                     restarts += usize::from(checkpointer.run().await.unwrap().restarted);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -294,7 +297,7 @@ mod tests {
         for _ in 0..1_500 {
             db.execute_unprepared(&format!("INSERT INTO t VALUES {rows}")).await.unwrap();
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        done.store(true, Relaxed);
         for reader in readers {
             reader.await.unwrap();
         }
