@@ -12,7 +12,7 @@ use engine::{LoadOptions, Model, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the trainer process does (`workbench train`).
-    engine::train::use_one_malloc_arena();
+    engine::train::configure_malloc_for_training();
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().ok_or("usage: train_step MODEL.gguf [STEPS]")?);
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);

@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     configure_cpu_threads();
     if matches!(cli.command, Command::Train(_)) {
         // Before the runtime starts threads (see the function's comment).
-        engine::train::use_one_malloc_arena();
+        engine::train::configure_malloc_for_training();
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
 }
