@@ -107,6 +107,10 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
         copy = row_major_copy(lhs, m, k);
         RowMajor { data: &copy, rs: k }
     };
+    if n <= NARROW {
+        gemm_narrow(Dst { data: dst, ldc, accumulate }, d, lhs, rhs, alpha, threads);
+        return;
+    }
     let parts = reduction_parts(d, threads);
     if parts > 1 {
         gemm_split_reduction(Dst { data: dst, ldc, accumulate }, d, lhs, rhs, alpha, parts);
@@ -114,16 +118,103 @@ pub(crate) fn gemm(dst: Dst, d: Dims, lhs: Strided, rhs: Strided, alpha: f32, th
     }
     let blocks = split(m, n, threads);
     let out = SharedDst(dst.as_mut_ptr());
+    // One row tile uses each packed float once: packing would cost as much as the product.
+    let unpacked = m <= MR && rhs.cs == 1;
     let run = |b: &Block| {
         // SAFETY: the blocks are disjoint rectangles of `dst`, whose size was checked above;
         // each task writes only inside its own, and the caller's borrow outlives the tasks.
-        unsafe { gemm_block(out, ldc, accumulate, d, lhs, rhs, alpha, *b) }
+        unsafe {
+            if unpacked {
+                gemm_block_unpacked(out, ldc, accumulate, d, lhs, rhs, alpha, *b)
+            } else {
+                gemm_block(out, ldc, accumulate, d, lhs, rhs, alpha, *b)
+            }
+        }
     };
     if blocks.len() == 1 {
         run(&blocks[0]);
     } else {
         use rayon::prelude::*;
         blocks.par_iter().for_each(run);
+    }
+}
+
+/// Products at most this many columns wide run as dot products ([`gemm_narrow`]).
+const NARROW: usize = 16;
+
+/// [`gemm`] for at most [`NARROW`] columns, the rank-r factors of LoRA (`x·Aᵀ`, `g·B`): dot
+/// products of the left operand's rows with the right operand's columns, both read along the
+/// reduction. The register tile would spend three quarters of its multiply-adds on padding at
+/// r = 8, and pack the right operand on every call.
+fn gemm_narrow(dst: Dst, d: Dims, lhs: RowMajor, rhs: Strided, alpha: f32, threads: usize) {
+    use rayon::prelude::*;
+    let Dims { m, n, k } = d;
+    let Dst { data: dst, ldc, accumulate } = dst;
+    // Column `j` at `cols[j·stride..][..k]`: a transposed weight as it is, anything else copied
+    // (n·k floats, small next to the product).
+    let copy: Vec<f32>;
+    let (cols, stride) = if rhs.rs == 1 {
+        (rhs.data, rhs.cs)
+    } else {
+        copy = (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).map(|(j, p)| rhs.data[p * rhs.rs + j * rhs.cs]).collect();
+        (&copy[..], k)
+    };
+    let tasks = if threads > 1 { 4 * threads } else { 1 };
+    let bands: Vec<(usize, usize)> = (0..tasks).map(|t| (m * t / tasks, m * (t + 1) / tasks)).filter(|(a, b)| a < b).collect();
+    let out = SharedDst(dst.as_mut_ptr());
+    let run = |&(i0, i1): &(usize, usize)| {
+        let band = Narrow { dst: out, ldc, accumulate, lhs, cols, stride, n, k, alpha, i0, i1 };
+        // SAFETY: the bands are disjoint row ranges of `dst`, whose size `gemm` checked; the
+        // operands' extents were checked there too (a copied right operand holds n·k floats).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::narrow(&band)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = band;
+    };
+    if bands.len() == 1 {
+        run(&bands[0]);
+    } else {
+        bands.par_iter().for_each(run);
+    }
+}
+
+/// Rows `i0..i1` of a narrow product (see [`gemm_narrow`]).
+struct Narrow<'a> {
+    dst: SharedDst,
+    ldc: usize,
+    accumulate: bool,
+    lhs: RowMajor<'a>,
+    cols: &'a [f32],
+    stride: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    i0: usize,
+    i1: usize,
+}
+
+/// [`gemm_block`] for a product of at most [`MR`] rows whose right operand is row-major: the
+/// tile reads the right operand in place, each float of it once.
+///
+/// # Safety
+/// As [`gemm_block`], with `rhs.cs == 1` and `d.m <= MR`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block_unpacked(dst: SharedDst, ldc: usize, accumulate: bool, d: Dims, lhs: RowMajor, rhs: Strided, alpha: f32, block: Block) {
+    debug_assert!(rhs.cs == 1 && block.i1 - block.i0 <= MR);
+    let rows = block.i1 - block.i0;
+    for jr in (block.j0..block.j1).step_by(NR) {
+        let cols = NR.min(block.j1 - jr);
+        // SAFETY: rows `i0..i1` and columns `jr..jr+cols` lie inside `dst` and this task's
+        // block; the tile reads `cols` floats of `d.k` rows of `rhs` from column `jr`, which
+        // `gemm` checked to be inside the operand, and `rows` rows of `d.k` of `lhs`.
+        unsafe {
+            let c = dst.0.add(block.i0 * ldc + jr);
+            let a = lhs.data.as_ptr().add(block.i0 * lhs.rs);
+            let t = Tile { a, lda: lhs.rs, b: rhs.data.as_ptr().add(jr), kc: d.k, c, ldc, rows, cols, alpha, load_dst: accumulate };
+            tile::<false>(t, rhs.rs);
+        }
     }
 }
 
@@ -282,7 +373,7 @@ unsafe fn gemm_block(dst: SharedDst, ldc: usize, accumulate: bool, d: Dims, lhs:
                         // `dst` and inside this task's band; `a` holds `rows` rows of `kc`.
                         unsafe {
                             let c = dst.0.add(ic * ldc + jc + jr);
-                            tile(Tile { a: a.as_ptr(), lda, b: panel.as_ptr(), kc, c, ldc, rows, cols, alpha, load_dst });
+                            tile::<true>(Tile { a: a.as_ptr(), lda, b: panel.as_ptr(), kc, c, ldc, rows, cols, alpha, load_dst }, NR);
                         }
                     }
                 }
@@ -405,31 +496,33 @@ struct Tile {
 }
 
 /// # Safety
-/// `t.a` must hold `t.rows` rows of `t.kc` floats at stride `t.lda`, `t.b` a packed panel of
-/// `t.kc × 32`, `t.c` `t.rows` rows of `t.cols` floats at stride `t.ldc`; AVX-512F present.
-unsafe fn tile(t: Tile) {
+/// `t.a` must hold `t.rows` rows of `t.kc` floats at stride `t.lda`; `t.b` `t.kc` rows of 32
+/// floats `ldb` apart, 64-byte aligned where `PACKED` (a packed panel, `ldb` = 32), otherwise
+/// of `t.cols` floats (the rest is not read); `t.c` `t.rows` rows of `t.cols` floats at
+/// stride `t.ldc`; AVX-512F present.
+unsafe fn tile<const PACKED: bool>(t: Tile, ldb: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller; each arm runs the kernel with the tile's row count.
     unsafe {
         match t.rows {
-            12 => avx512::kernel::<12>(&t),
-            11 => avx512::kernel::<11>(&t),
-            10 => avx512::kernel::<10>(&t),
-            9 => avx512::kernel::<9>(&t),
-            8 => avx512::kernel::<8>(&t),
-            7 => avx512::kernel::<7>(&t),
-            6 => avx512::kernel::<6>(&t),
-            5 => avx512::kernel::<5>(&t),
-            4 => avx512::kernel::<4>(&t),
-            3 => avx512::kernel::<3>(&t),
-            2 => avx512::kernel::<2>(&t),
-            1 => avx512::kernel::<1>(&t),
+            12 => avx512::kernel::<12, PACKED>(&t, ldb),
+            11 => avx512::kernel::<11, PACKED>(&t, ldb),
+            10 => avx512::kernel::<10, PACKED>(&t, ldb),
+            9 => avx512::kernel::<9, PACKED>(&t, ldb),
+            8 => avx512::kernel::<8, PACKED>(&t, ldb),
+            7 => avx512::kernel::<7, PACKED>(&t, ldb),
+            6 => avx512::kernel::<6, PACKED>(&t, ldb),
+            5 => avx512::kernel::<5, PACKED>(&t, ldb),
+            4 => avx512::kernel::<4, PACKED>(&t, ldb),
+            3 => avx512::kernel::<3, PACKED>(&t, ldb),
+            2 => avx512::kernel::<2, PACKED>(&t, ldb),
+            1 => avx512::kernel::<1, PACKED>(&t, ldb),
             _ => unreachable!("tile of {} rows", t.rows),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = t;
+        let _ = (t, ldb);
         unreachable!("sgemm::supported() is false off x86_64");
     }
 }
@@ -438,10 +531,11 @@ unsafe fn tile(t: Tile) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{NR, Tile};
+    use super::Tile;
 
     /// The register tile: `R` rows × 32 columns in `2R` accumulators; each reduction step loads
-    /// two vectors of the packed panel and broadcasts one float per row.
+    /// two vectors of the right operand (a packed panel, or its row in place, masked to the
+    /// tile's columns) and broadcasts one float per row.
     ///
     /// The loop uses wrapping pointer steps and load intrinsics rather than `add` and `*p`:
     /// with debug assertions (the dev profile the benchmarks use) those carry checks whose panic
@@ -450,17 +544,22 @@ mod avx512 {
     /// # Safety
     /// As [`super::tile`], with `t.rows == R`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel<const R: usize>(t: &Tile) {
+    pub(super) unsafe fn kernel<const R: usize, const PACKED: bool>(t: &Tile, ldb: usize) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let rows: [*const f32; R] = std::array::from_fn(|i| t.a.wrapping_add(i.wrapping_mul(t.lda)));
+        let masks = [lane_mask(t.cols), lane_mask(t.cols.saturating_sub(16))];
         let mut b = t.b;
         // SAFETY: every pointer stays inside the extents promised by the caller: `kc` steps of
-        // one float along each row of `a` and of 32 floats along the panel.
+        // one float along each row of `a` and of `ldb` floats along `b`, of which the masked
+        // loads read only the tile's columns.
         unsafe {
             for p in 0..t.kc {
-                let b0 = _mm512_load_ps(b);
-                let b1 = _mm512_load_ps(b.wrapping_add(16));
-                b = b.wrapping_add(NR);
+                let (b0, b1) = if PACKED {
+                    (_mm512_load_ps(b), _mm512_load_ps(b.wrapping_add(16)))
+                } else {
+                    (_mm512_maskz_loadu_ps(masks[0], b), _mm512_maskz_loadu_ps(masks[1], b.wrapping_add(16)))
+                };
+                b = b.wrapping_add(ldb);
                 for i in 0..R {
                     let a = _mm512_broadcastss_ps(_mm_load_ss(rows[i].wrapping_add(p)));
                     acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
@@ -468,7 +567,6 @@ mod avx512 {
                 }
             }
             let alpha = _mm512_set1_ps(t.alpha);
-            let masks = [lane_mask(t.cols), lane_mask(t.cols.saturating_sub(16))];
             for i in 0..R {
                 let c = t.c.wrapping_add(i.wrapping_mul(t.ldc));
                 for v in 0..2 {
@@ -479,6 +577,64 @@ mod avx512 {
                         _mm512_mul_ps(alpha, acc[i][v])
                     };
                     _mm512_mask_storeu_ps(c, masks[v], out);
+                }
+            }
+        }
+    }
+
+    /// Rows `i0..i1` of a narrow product, two rows and up to eight columns at a time: each step
+    /// along the reduction loads 16 floats of both rows and of each column, and accumulates
+    /// their products lane-wise; the lanes are summed at the end.
+    ///
+    /// # Safety
+    /// As [`super::gemm_narrow`] promises: rows `i0..i1` of `dst` belong to this call, the
+    /// operands hold what their strides address; AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn narrow(t: &super::Narrow) {
+        for j0 in (0..t.n).step_by(8) {
+            // SAFETY: forwarded; each arm handles its group's column count.
+            unsafe {
+                match (t.n - j0).min(8) {
+                    8 => narrow_group::<8>(t, j0),
+                    7 => narrow_group::<7>(t, j0),
+                    6 => narrow_group::<6>(t, j0),
+                    5 => narrow_group::<5>(t, j0),
+                    4 => narrow_group::<4>(t, j0),
+                    3 => narrow_group::<3>(t, j0),
+                    2 => narrow_group::<2>(t, j0),
+                    _ => narrow_group::<1>(t, j0),
+                }
+            }
+        }
+    }
+
+    /// Columns `j0..j0+J` of [`narrow`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn narrow_group<const J: usize>(t: &super::Narrow, j0: usize) {
+        let cols: [*const f32; J] = std::array::from_fn(|j| t.cols.as_ptr().wrapping_add((j0 + j) * t.stride));
+        for i in (t.i0..t.i1).step_by(2) {
+            // An odd last row is computed twice and stored once.
+            let rows = [t.lhs.data.as_ptr().wrapping_add(i * t.lhs.rs), t.lhs.data.as_ptr().wrapping_add((i + 1).min(t.i1 - 1) * t.lhs.rs)];
+            let mut acc = [[_mm512_setzero_ps(); J]; 2];
+            // SAFETY: loads stay inside the `k` floats of each row and column (the last step
+            // masked to what is left); stores go to rows `i`, `i + 1` < `i1` of this band.
+            unsafe {
+                for p in (0..t.k).step_by(16) {
+                    let mask = lane_mask(t.k - p);
+                    let a = [_mm512_maskz_loadu_ps(mask, rows[0].wrapping_add(p)), _mm512_maskz_loadu_ps(mask, rows[1].wrapping_add(p))];
+                    for j in 0..J {
+                        let b = _mm512_maskz_loadu_ps(mask, cols[j].wrapping_add(p));
+                        acc[0][j] = _mm512_fmadd_ps(a[0], b, acc[0][j]);
+                        acc[1][j] = _mm512_fmadd_ps(a[1], b, acc[1][j]);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate().take((t.i1 - i).min(2)) {
+                    let c = t.dst.0.wrapping_add((i + r) * t.ldc + j0);
+                    for (j, &v) in acc.iter().enumerate() {
+                        let sum = t.alpha * _mm512_reduce_add_ps(v);
+                        let c = c.wrapping_add(j);
+                        *c = if t.accumulate { *c + sum } else { sum };
+                    }
                 }
             }
         }
@@ -555,8 +711,11 @@ mod tests {
         }
         // (m, n, k, left row stride): 1024 and 2048 take the path for rows 4 KiB apart; k above
         // 640 takes several reduction blocks.
-        // (20, 40, 9000) on several threads splits the reduction (see `reduction_parts`).
-        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43), (20, 100, 1300, 1303), (14, 40, 1100, 2048), (20, 40, 9000, 9216)] {
+        // (20, 40, 9000) on several threads splits the reduction (see `reduction_parts`). Up
+        // to 16 columns are dot products (`gemm_narrow`: 8 and 13 columns, odd row counts,
+        // reductions not a multiple of 16); up to 12 rows over a row-major right operand read
+        // it in place (`gemm_block_unpacked`, edges of 32-column panels).
+        for &(m, n, k, lda) in &[(1, 1, 1, 4), (13, 33, 7, 10), (25, 70, 300, 1024), (12, 32, 256, 259), (40, 800, 520, 523), (7, 1600, 33, 36), (50, 8, 40, 43), (20, 100, 1300, 1303), (14, 40, 1100, 2048), (20, 40, 9000, 9216), (37, 13, 601, 605), (33, 16, 192, 192), (8, 600, 515, 520), (12, 70, 100, 100), (3, 17, 2000, 2000)] {
             // Right operand row-major, transposed, or with neither stride 1.
             for (rhs_layout, lhs_transposed) in [("rows", false), ("transposed", false), ("rows", true), ("strided", false)] {
                 for accumulate in [false, true] {
