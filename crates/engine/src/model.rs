@@ -150,10 +150,10 @@ impl Linear {
                 match &self.lora {
                     // Base and LoRA in one op whose backward skips the frozen weight's gradient.
                     Some(l) if l.dropout == 0.0 => {
-                        let op = FrozenLinear { w: w.clone(), scale: l.scale };
+                        let op = FrozenLinear { w: w.clone(), scale: l.scale, mask: None };
                         return x.apply_op3(&l.a, &l.b, op);
                     }
-                    _ => x.apply_op1(FrozenLinear { w: w.clone(), scale: 0.0 })?,
+                    _ => x.apply_op1(FrozenLinear { w: w.clone(), scale: 0.0, mask: None })?,
                 }
             }
             BaseWeight::Dense(w) => dense_matmul(x, w)?,

@@ -9,13 +9,16 @@ pub struct Rng {
     state: u64,
 }
 
+/// SplitMix64's step: its state moves by this constant per draw.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
+        Self { state: seed ^ GAMMA }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -25,6 +28,18 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// What the `i`-th call of [`Rng::uniform`] from here would return (0: the next), without
+    /// drawing anything: the state moves by a constant per draw, so draws can be computed in
+    /// any order, on several threads.
+    pub fn uniform_at(&self, i: u64) -> f64 {
+        Rng { state: self.state.wrapping_add(i.wrapping_mul(GAMMA)) }.uniform()
+    }
+
+    /// Moves past `n` draws, as `n` calls of [`Rng::uniform`] would.
+    pub fn skip(&mut self, n: u64) {
+        self.state = self.state.wrapping_add(n.wrapping_mul(GAMMA));
     }
 
     /// Standard normal (Box–Muller).
@@ -145,6 +160,20 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Draws computed by index are the draws made one after the other.
+    #[test]
+    fn draws_by_index_match_draws_in_sequence() {
+        let mut seq = Rng::new(42);
+        let start = seq.clone();
+        let drawn: Vec<f64> = (0..100).map(|_| seq.uniform()).collect();
+        for (i, &u) in drawn.iter().enumerate() {
+            assert_eq!(start.uniform_at(i as u64), u, "draw {i}");
+        }
+        let mut skipped = start.clone();
+        skipped.skip(100);
+        assert_eq!(skipped.uniform(), seq.uniform());
+    }
 
     #[test]
     fn greedy_and_seeded_sampling() {

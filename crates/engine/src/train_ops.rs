@@ -229,11 +229,14 @@ fn with_last_dim(shape: &Shape, n: usize) -> Shape {
     Shape::from(dims)
 }
 
-/// `x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ)` over a frozen `W [out, in]`, as `apply_op1` (no LoRA) or
-/// `apply_op3(A, B)`. The backward never forms a gradient for `W`.
+/// `x·Wᵀ (+ scale·((x ⊙ mask)·Aᵀ)·Bᵀ)` over a frozen `W [out, in]`, as `apply_op1` (no LoRA) or
+/// `apply_op3(A, B)`; the mask, shaped like `x`, is LoRA's dropout. The backward never forms a
+/// gradient for `W`.
+#[derive(Clone)]
 pub(crate) struct FrozenLinear {
     pub(crate) w: Tensor,
     pub(crate) scale: f64,
+    pub(crate) mask: Option<Tensor>,
 }
 
 impl FrozenLinear {
@@ -248,11 +251,24 @@ impl FrozenLinear {
         with_data::<T, _>(&self.w, |w| gemm_into(&mut y, false, rows, out_f, in_f, mat(x, in_f, 1), mat(w, 1, in_f), 1.0))?;
         if let Some((a, b)) = lora {
             let r = a.len() / in_f;
+            let dropped = self.dropped(x)?;
+            let x = dropped.as_deref().unwrap_or(x);
             let mut t = zeros::<T>(rows * r);
             gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
             gemm_into(&mut y, true, rows, out_f, r, mat(&t, r, 1), mat(b, 1, r), self.scale);
         }
         Ok((T::to_cpu_storage_owned(y), with_last_dim(shape, out_f)))
+    }
+
+    /// `x ⊙ mask` when there is a mask.
+    fn dropped<T: Float>(&self, x: &[T]) -> candle_core::Result<Option<Vec<T>>> {
+        let Some(mask) = &self.mask else { return Ok(None) };
+        with_data::<T, _>(mask, |m| {
+            if m.len() != x.len() {
+                candle_core::bail!("frozen-linear: dropout mask of {} for an input of {}", m.len(), x.len());
+            }
+            Ok(Some(x.par_iter().zip(m).map(|(&x, &m)| x * m).collect()))
+        })?
     }
 
     fn backward<T: Float>(&self, x: &Tensor, lora: Option<(&Tensor, &Tensor)>, grad: &Tensor) -> candle_core::Result<[Option<Tensor>; 3]> {
@@ -268,6 +284,10 @@ impl FrozenLinear {
             };
             let r = a.dim(0)?;
             with_data::<T, _>(x, |x| {
+                // With dropout, the adapter sees `x ⊙ mask`, and its part of the input gradient
+                // is masked the same way.
+                let dropped = self.dropped(x)?;
+                let x = dropped.as_deref().unwrap_or(x);
                 with_data::<T, _>(a, |a| {
                     with_data::<T, _>(b, |b| {
                         let s = self.scale;
@@ -277,7 +297,14 @@ impl FrozenLinear {
                         gemm_into(&mut u, false, rows, r, out_f, mat(g, out_f, 1), mat(b, r, 1), 1.0);
                         let mut t = zeros::<T>(rows * r);
                         gemm_into(&mut t, false, rows, r, in_f, mat(x, in_f, 1), mat(a, 1, in_f), 1.0);
-                        gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
+                        match &self.mask {
+                            None => gemm_into(&mut dx, true, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s),
+                            Some(mask) => with_data::<T, _>(mask, |m| {
+                                let mut d = zeros::<T>(rows * in_f);
+                                gemm_into(&mut d, false, rows, in_f, r, mat(&u, r, 1), mat(a, in_f, 1), s);
+                                dx.par_iter_mut().zip(d.par_iter().zip(m)).for_each(|(dx, (&d, &m))| *dx += d * m);
+                            })?,
+                        }
                         let mut da = zeros::<T>(r * in_f);
                         gemm_into(&mut da, false, r, in_f, rows, mat(&u, 1, r), mat(x, in_f, 1), s);
                         // dB = s·gᵀ·t, formed as its transpose tᵀ·g: the transposed left operand

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use engine::train::{Batch, LoraParams, TokenizedExample, TrainStep, batch_loss_and_grads, batch_loss_sum, parse_dataset};
 use engine::{
@@ -43,12 +44,17 @@ fn set_element(var: &Var, index: usize, value: f64) {
 /// A tiny model with LoRA on every projection, B set away from zero (at zero, every gradient of
 /// A would vanish), and a two-sequence batch with padding and untrained positions.
 fn tiny_lora_setup(dtype: DType) -> (Llama, LoraParams, Batch) {
+    tiny_lora_setup_with(dtype, 0.0)
+}
+
+fn tiny_lora_setup_with(dtype: DType, dropout: f32) -> (Llama, LoraParams, Batch) {
     let mut model = Llama::random(tiny_config(), 7).unwrap().to_dtype(dtype).unwrap();
     let config = TrainConfig {
         targets: Projection::ALL.to_vec(),
         r: 2,
         alpha: 3.0,
         use_rslora: true,
+        dropout,
         ..Default::default()
     };
     let params = LoraParams::attach(&mut model, &config).unwrap();
@@ -77,15 +83,39 @@ fn own_backward_matches_autograd() {
         let reference = (batch_loss_sum(&model, &batch).unwrap() * scale).unwrap();
         let ref_loss = reference.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
         assert!((loss - ref_loss).abs() <= tol * ref_loss.abs(), "{dtype:?}: loss {loss} vs {ref_loss}");
-        let theirs = reference.backward().unwrap();
-        for var in params.vars() {
-            let flat = |g: Option<&Tensor>| -> Vec<f64> { g.expect("gradient").to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
-            let (a, b) = (flat(ours.get(var.as_tensor())), flat(theirs.get(var.as_tensor())));
-            let norm = b.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= tol * norm, "{dtype:?}: {x} vs {y} (largest {norm})");
-            }
+        assert_same_gradients(&params, &ours, &reference.backward().unwrap(), dtype, tol);
+    }
+}
+
+fn assert_same_gradients(params: &LoraParams, ours: &GradStore, theirs: &GradStore, dtype: DType, tol: f64) {
+    for var in params.vars() {
+        let flat = |g: Option<&Tensor>| -> Vec<f64> { g.expect("gradient").to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+        let (a, b) = (flat(ours.get(var.as_tensor())), flat(theirs.get(var.as_tensor())));
+        let norm = b.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= tol * norm, "{dtype:?}: {x} vs {y} (largest {norm})");
         }
+    }
+}
+
+/// With LoRA dropout, the trainer's own pass draws the same masks as candle's autograd path
+/// (same seed, same order) and gets the same loss and gradients; another seed gives another
+/// loss, so the masks do apply.
+#[test]
+fn own_backward_matches_autograd_with_dropout() {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
+        let (model, params, batch) = tiny_lora_setup_with(dtype, 0.3);
+        engine::train::seed_dropout(11);
+        let (loss, ours) = batch_loss_and_grads(&model, &batch, 1.0).unwrap();
+        engine::train::seed_dropout(11);
+        let reference = batch_loss_sum(&model, &batch).unwrap();
+        let ref_loss = reference.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        assert!((loss - ref_loss).abs() <= tol * ref_loss.abs(), "{dtype:?}: loss {loss} vs {ref_loss}");
+        assert_same_gradients(&params, &ours, &reference.backward().unwrap(), dtype, tol);
+
+        engine::train::seed_dropout(12);
+        let (other, _) = batch_loss_and_grads(&model, &batch, 1.0).unwrap();
+        assert!((other - loss).abs() > 1e-4 * loss.abs(), "{dtype:?}: the same loss {loss} under other masks");
     }
 }
 
