@@ -605,9 +605,9 @@ pub(crate) struct SwiGlu;
 /// Elements per parallel task: large enough to amortise the task, small enough to share.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
-/// `σ(x)` for a chunk of `x`, exponentials vectorised, in the type's own precision: through
-/// f64, the conversions and divisions made SwiGLU cost as much as a third of its layer's
-/// projections.
+/// `σ(x)` for a chunk of `x`, exponentials vectorised, in the type's own precision: in f32, the
+/// forward takes about a third less time than through f64 conversions and divisions did (0.10–
+/// 0.12 s vs 0.13–0.19 s for four steps of SmolLM2-135M on a Xeon).
 fn sigmoids<T: Float>(x: &[T]) -> Vec<T> {
     let mut e: Vec<T> = x.iter().map(|&v| T::zero() - v).collect();
     T::exp_in_place(&mut e);
