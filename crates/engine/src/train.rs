@@ -360,10 +360,11 @@ pub fn batch_loss_and_grads(model: &Llama, batch: &Batch, scale: f64) -> Result<
 ///   so threads hardly contend for the one arena.
 /// - Fixed mmap and trim thresholds: with glibc's adaptive ones, some runs still mapped buffers
 ///   afresh or trimmed the heap's top when a step's activations were freed, up to 130 k page
-///   faults a step on a Xeon (four training steps: 358 k to 1,015 k faults in all, by run). The
-///   faults of two threads also contend in the kernel. With these, no step after the first
-///   faults (349 k faults in all for one step or five). Buffers above 32 MiB stay separate
-///   mappings, and the heap keeps a step's peak, which the next step needs again anyway.
+///   faults a step on a Xeon (the engine's bench with six training steps: 358 k to 1,015 k
+///   faults in all, by run). The faults of two threads also contend in the kernel. With these,
+///   no step after the first faults (349 k in all, with two training steps or six). Buffers
+///   above 32 MiB stay separate mappings, and the heap keeps a step's peak, which the next step
+///   needs again anyway.
 pub fn configure_malloc_for_training() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it takes the allocator's own lock.
