@@ -112,7 +112,9 @@ impl TrainConfig {
             self.alpha,
             &self.targets,
             self.use_rslora,
-            self.dropout as f64,
+            // Through its shortest decimal form: `0.1f32 as f64` is 0.10000000149011612, which
+            // adapter_config.json would then say.
+            self.dropout.to_string().parse().unwrap_or(self.dropout as f64),
         );
         c.base_model_name_or_path = self.base_model_name.clone();
         c

@@ -307,3 +307,13 @@ fn cancelled_training_stops() {
         .unwrap_err();
     assert!(matches!(err, engine::EngineError::Cancelled));
 }
+
+/// adapter_config.json states the dropout as it was given (0.1, not 0.10000000149011612, the
+/// f32's value widened).
+#[test]
+fn adapter_config_states_dropout_as_given() {
+    for (dropout, stated) in [(0.1f32, 0.1f64), (0.05, 0.05), (0.0, 0.0), (0.333, 0.333)] {
+        let config = TrainConfig { dropout, ..Default::default() };
+        assert_eq!(config.adapter_config().lora_dropout, stated);
+    }
+}
