@@ -151,12 +151,12 @@ fn gemm_narrow(dst: Dst, d: Dims, lhs: RowMajor, rhs: Strided, alpha: f32, threa
     let Dims { m, n, k } = d;
     let Dst { data: dst, ldc, accumulate } = dst;
     // Column `j` at `cols[j·stride..][..k]`: a transposed weight as it is, anything else copied
-    // (n·k floats, small next to the product).
+    // as the rows of its transpose (n·k floats, small next to the product).
     let copy: Vec<f32>;
     let (cols, stride) = if rhs.rs == 1 {
         (rhs.data, rhs.cs)
     } else {
-        copy = (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).map(|(j, p)| rhs.data[p * rhs.rs + j * rhs.cs]).collect();
+        copy = row_major_copy(Strided { data: rhs.data, rs: rhs.cs, cs: rhs.rs }, n, k);
         (&copy[..], k)
     };
     let tasks = if threads > 1 { 4 * threads } else { 1 };
