@@ -43,10 +43,12 @@ use crate::{
 pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
     let secrets = Secrets::load_or_generate(&settings)?;
     let db = store::connect(&settings.database_url()).await.context("connecting to the database")?;
+    let inline = store::InlineSqlite::open(&settings.database_url()).context("opening the chat's SQLite connection")?;
     store::Migrator::up(&db, None).await.context("applying migrations")?;
     chat::settle_interrupted(&db).await.context("settling interrupted answers")?;
     let auth = &settings.auth;
     let state = AppState {
+        chat_rows: chat::ChatRows::new(db.clone(), inline),
         db,
         tokens: TokenKeys::new(&secrets.jwt_secret, auth.access_token_ttl_secs, auth.refresh_token_ttl_secs),
         login_limiter: Arc::new(LoginLimiter::new(

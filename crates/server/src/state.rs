@@ -8,6 +8,8 @@ use crate::{chat::ActiveAnswers, auth::rate_limit::LoginLimiter, auth::tokens::T
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Where chat answers and their sessions are written on the way to the first token.
+    pub chat_rows: crate::chat::ChatRows,
     pub settings: Arc<Settings>,
     pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,

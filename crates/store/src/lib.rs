@@ -1,5 +1,7 @@
-//! Persistence: SeaORM entities, migrations and the connection, for SQLite, PostgreSQL and MariaDB.
+//! Persistence: SeaORM entities, migrations and the connection, for SQLite, PostgreSQL and MariaDB;
+//! on SQLite also a connection for statements run inline ([`inline`]).
 pub mod entities;
+pub mod inline;
 pub mod migration;
 
 use std::time::Duration;
@@ -8,6 +10,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 pub use sea_orm_migration::MigratorTrait;
 
+pub use inline::InlineSqlite;
 pub use migration::Migrator;
 
 /// SQLite runs one writer at a time, but readers beside it (WAL); the others wait in

@@ -12,6 +12,7 @@
 pub mod comparison;
 pub mod metrics;
 mod registry;
+mod rows;
 
 use std::{
     convert::Infallible,
@@ -28,20 +29,21 @@ use axum::{
 use bytes::Bytes;
 use futures::StreamExt;
 use llm::{ChatMessage, ChatProvider, ChatRequest, LlmError, Role, StreamEvent};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub use metrics::{Meter, Metrics};
 pub use registry::{ActiveAnswers, Claim};
+pub use rows::{ChatRows, FinalAnswer, Turn};
 
 use crate::{
     error::{ApiError, ApiResult},
     providers, routes::model_configs,
     state::AppState,
 };
-use store::entities::{chat_messages, chat_sessions, model_configs as configs, system_prompts, users};
+use store::entities::{chat_messages, model_configs as configs, system_prompts, users};
 
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ASSISTANT: &str = "assistant";
@@ -111,17 +113,9 @@ impl Default for Checkpoints {
     }
 }
 
-/// Writes an answer's text so far; the row stays `is_streaming` with no finish reason.
-async fn checkpoint(db: sea_orm::DatabaseConnection, id: i32, content: String, reasoning: String) {
-    let saved = chat_messages::ActiveModel {
-        id: Set(id),
-        content: Set(content),
-        thinking: Set((!reasoning.is_empty()).then_some(reasoning)),
-        ..Default::default()
-    }
-    .update(&db)
-    .await;
-    if let Err(err) = saved {
+/// Writes an answer's text so far, beside its stream.
+async fn checkpoint(rows: ChatRows, id: i32, content: String, reasoning: String) {
+    if let Err(err) = rows.checkpoint(id, content, reasoning).await {
         tracing::warn!(error = %err, message_id = id, "checkpointing a streaming answer failed");
     }
 }
@@ -301,68 +295,6 @@ pub fn chat_request(config: &configs::Model, messages: Vec<ChatMessage>) -> Chat
     }
 }
 
-/// A new message row: an answer starts empty and streaming.
-fn new_message(
-    state: &AppState,
-    session_id: i32,
-    role: &str,
-    content: String,
-    config: Option<&configs::Model>,
-) -> chat_messages::ActiveModel {
-    chat_messages::ActiveModel {
-        session_id: Set(session_id),
-        role: Set(role.to_owned()),
-        content: Set(content),
-        thinking: Set(None),
-        model_name: Set(config.map(|c| c.model_name.clone())),
-        model_config_id: Set(config.map(|c| c.id.clone())),
-        is_streaming: Set(role == ROLE_ASSISTANT),
-        finish_reason: Set(None),
-        metrics: Set(None),
-        created_at: Set(state.clock.now()),
-        ..Default::default()
-    }
-}
-
-/// Inserts a question and its answer's (empty, streaming) row. Where the database returns
-/// inserted rows that is one statement, a single write before the request goes upstream.
-pub async fn insert_turn(
-    state: &AppState,
-    session_id: i32,
-    question: String,
-    config: &configs::Model,
-) -> Result<(chat_messages::Model, chat_messages::Model), sea_orm::DbErr> {
-    let question = new_message(state, session_id, ROLE_USER, question, None);
-    let answer = new_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config));
-    if !state.db.support_returning() {
-        return Ok((question.insert(&state.db).await?, answer.insert(&state.db).await?));
-    }
-    let rows = chat_messages::Entity::insert_many([question, answer]).exec_with_returning(&state.db).await?;
-    // The order of returned rows is not specified; the roles tell them apart.
-    let (questions, answers): (Vec<_>, Vec<_>) = rows.into_iter().partition(|m| m.role == ROLE_USER);
-    match (<[_; 1]>::try_from(questions), <[_; 1]>::try_from(answers)) {
-        (Ok([question]), Ok([answer])) => Ok((question, answer)),
-        _ => Err(sea_orm::DbErr::Custom("inserting a question and its answer returned other rows".into())),
-    }
-}
-
-/// Ends an answer row that was created but will not be streamed (the request failed after its
-/// insert), so it does not show as streaming until the next start. Best effort: the failure
-/// that got here is usually the database's.
-pub async fn abandon(state: &AppState, answer_id: i32) {
-    let ended = chat_messages::ActiveModel {
-        id: Set(answer_id),
-        is_streaming: Set(false),
-        finish_reason: Set(Some("error".to_owned())),
-        ..Default::default()
-    }
-    .update(&state.db)
-    .await;
-    if let Err(err) = ended {
-        tracing::warn!(error = %err, message_id = answer_id, "ending an answer that could not start failed");
-    }
-}
-
 /// Marks answers and comparisons that were streaming when the server last stopped as
 /// `interrupted`, keeping the text their last checkpoint saved: their tasks are gone, and the
 /// rows would otherwise show "streaming" forever. Called at start-up.
@@ -423,7 +355,7 @@ async fn answer_row(
     }
     // Boxed: a database future is large, and the stream's task would otherwise keep room for it
     // for as long as the answer streams.
-    let mut inserting = Box::pin(new_message(state, session_id, ROLE_ASSISTANT, String::new(), Some(config)).insert(&state.db));
+    let mut inserting = Box::pin(state.chat_rows.insert_answer(session_id, config, state.clock.now()));
     loop {
         tokio::select! {
             biased;
@@ -431,20 +363,6 @@ async fn answer_row(
             event = upstream.next(), if early.is_none() => *early = Some((Instant::now(), event)),
         }
     }
-}
-
-/// Marks the session as updated now and, after its first answer, names it, unless it was
-/// renamed meanwhile: one write, with the answer's final save.
-async fn touch_session(state: &AppState, session_id: i32, title: Option<String>) -> Result<(), sea_orm::DbErr> {
-    use sea_orm::sea_query::Expr;
-    let mut update = chat_sessions::Entity::update_many()
-        .col_expr(chat_sessions::Column::UpdatedAt, Expr::value(state.clock.now()))
-        .filter(chat_sessions::Column::Id.eq(session_id));
-    if let Some(title) = title {
-        let unnamed = chat_sessions::Column::Title.eq(crate::routes::chat::DEFAULT_TITLE);
-        update = update.col_expr(chat_sessions::Column::Title, Expr::case(unnamed, title).finally(Expr::col(chat_sessions::Column::Title)).into());
-    }
-    update.exec(&state.db).await.map(|_| ())
 }
 
 /// How an answer ended.
@@ -511,7 +429,7 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
                         _ = &mut stopped => break Ending::Stopped { client_gone: false },
                         _ = &mut closed => break Ending::Stopped { client_gone: true },
                         () = &mut tick, if unsaved => {
-                            let write = checkpoint(state.db.clone(), assistant.id, content.clone(), reasoning.clone());
+                            let write = checkpoint(state.chat_rows.clone(), assistant.id, content.clone(), reasoning.clone());
                             unsaved = !checkpoints.start(write);
                             tick.as_mut().reset(checkpoints.due());
                             continue;
@@ -559,20 +477,8 @@ async fn run(state: AppState, answer: Answer, tx: mpsc::Sender<Bytes>) {
     if let Some(error) = &error {
         saved_metrics["error"] = error.clone();
     }
-    let saved = chat_messages::ActiveModel {
-        id: Set(assistant.id),
-        content: Set(content),
-        thinking: Set((!reasoning.is_empty()).then_some(reasoning)),
-        is_streaming: Set(false),
-        finish_reason: Set(Some(finish_reason.clone())),
-        metrics: Set(Some(saved_metrics.to_string())),
-        ..Default::default()
-    }
-    .update(&state.db)
-    .await;
-    if let Err(err) = touch_session(&state, session_id, title).await {
-        tracing::warn!(error = %err, session_id, "updating a session after its answer failed");
-    }
+    let answer = FinalAnswer { content, reasoning, finish_reason: finish_reason.clone(), metrics: saved_metrics.to_string() };
+    let saved = state.chat_rows.finish(assistant.id, answer, session_id, title, state.clock.now()).await;
     // The session is free again once the answer is saved.
     drop(claim);
 

@@ -198,17 +198,6 @@ async fn own_session_id(state: &AppState, user_id: i32, id: i32) -> ApiResult<i3
     }
 }
 
-/// A write into session `id` that broke its foreign key: the session was deleted after its
-/// owner was looked up (through another instance, or just now), which is a 404 like any session
-/// that does not exist.
-fn unless_session_gone(state: &AppState, id: i32, err: sea_orm::DbErr) -> ApiError {
-    if matches!(err.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) {
-        state.session_owners.forget(&id);
-        return ApiError::NotFound;
-    }
-    err.into()
-}
-
 /// Claims the caller's session for a new answer, so that no second answer streams into it.
 fn claim(state: &AppState, session_id: i32) -> ApiResult<chat::Claim> {
     state.answers.claim(session_id).ok_or_else(|| {
@@ -256,15 +245,7 @@ pub async fn create_session(
         None => DEFAULT_TITLE.to_owned(),
         Some(t) => parse_title(t).map_err(|why| ApiError::field("title", why))?,
     };
-    let session = chat_sessions::ActiveModel {
-        user_id: Set(user.id),
-        title: Set(title),
-        created_at: Set(state.clock.now()),
-        updated_at: Set(None),
-        ..Default::default()
-    }
-    .insert(&state.db)
-    .await?;
+    let session = state.chat_rows.create_session(user.id, title, state.clock.now()).await?;
     state.session_owners.put(session.id, user.id);
     Ok((StatusCode::CREATED, Json(session.into())))
 }
@@ -346,21 +327,18 @@ pub async fn send_message(
     let claim = claim(&state, session)?;
     let content = content.expect("checked");
 
-    // The question is saved before anything goes upstream. The history is read beside that
-    // write (the session is claimed: nothing else changes it), with or without the question.
-    // The title is only a proposal: the answer's save names the session only while it still
-    // has the default title (`touch_session`), so the row need not be read for it here.
+    // The question is saved before anything goes upstream, with the answer's row, in one write
+    // that also reads the history (the session is claimed: nothing else changes it). The title
+    // is only a proposal: the answer's save names the session only while it still has the
+    // default title (`ChatRows::finish`), so the row need not be read for it here.
     let title = Some(title_from(&content));
-    let (history, turn) = tokio::join!(chat::messages(&state.db, session), chat::insert_turn(&state, session, content, &model.config));
-    let (question, row) = turn.map_err(|err| unless_session_gone(&state, session, err))?;
-    let mut history = match history {
-        Ok(history) => history,
-        Err(err) => {
-            chat::abandon(&state, row.id).await;
-            return Err(err.into());
-        }
+    let turn = state.chat_rows.start_turn(session, content, &model.config, state.clock.now()).await?;
+    let Some(chat::Turn { mut history, question, answer: row }) = turn else {
+        // The session was deleted after its owner was looked up (through another instance, or
+        // just now): a 404 like any session that does not exist.
+        state.session_owners.forget(&session);
+        return Err(ApiError::NotFound);
     };
-    history.retain(|m| m.id != question.id && m.id != row.id);
     history.push(question);
     let answer = Answer { row: Some(row), title, ..Answer::to(&history, system.as_deref(), model, claim) };
     Ok(chat::stream(state, answer))
