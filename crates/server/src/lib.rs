@@ -47,7 +47,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
     store::Migrator::up(&db, None).await.context("applying migrations")?;
     chat::settle_interrupted(&db).await.context("settling interrupted answers")?;
     let auth = &settings.auth;
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         chat_rows: chat::ChatRows::new(db.clone(), inline),
         db,
         tokens: TokenKeys::new(&secrets.jwt_secret, auth.access_token_ttl_secs, auth.refresh_token_ttl_secs),
@@ -74,7 +74,7 @@ pub async fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::R
         configs_in_use: Arc::new(routes::model_configs::in_use_cache()),
         clock,
         settings: Arc::new(settings),
-    };
+    });
     bootstrap_admin(&state).await?;
     local_models::on_start(&state).await.map_err(|e| anyhow::anyhow!("registering local models: {e:?}"))?;
     Ok(state)

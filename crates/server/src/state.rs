@@ -5,8 +5,27 @@ use sea_orm::DatabaseConnection;
 
 use crate::{chat::ActiveAnswers, auth::rate_limit::LoginLimiter, auth::tokens::TokenKeys, clock::Clock, config::Settings, crypto::Cipher, providers::ProviderClients};
 
+/// Cloned for every extractor of every request, so one reference count rather than one per
+/// field (measured: cloning and dropping the fields was 2–3 % of the platform's CPU with
+/// one-token chat answers, `BENCH_MODEL=bench-1 bench/chat/run.sh`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: DatabaseConnection,
     /// Where chat answers and their sessions are written on the way to the first token.
     pub chat_rows: crate::chat::ChatRows,
