@@ -35,8 +35,8 @@ pub struct FinalAnswer {
 const INSERT_MESSAGE: &str = "INSERT INTO chat_messages (session_id, role, content, model_name, model_config_id, is_streaming, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id";
 
-const MESSAGE_COLUMNS: &str =
-    "id, session_id, role, content, thinking, model_name, model_config_id, is_streaming, finish_reason, metrics, created_at";
+const SELECT_MESSAGES: &str = "SELECT id, session_id, role, content, thinking, model_name, model_config_id, is_streaming, \
+     finish_reason, metrics, created_at FROM chat_messages WHERE session_id = ?1 ORDER BY id";
 
 impl ChatRows {
     pub fn new(db: DatabaseConnection, inline: Option<InlineSqlite>) -> Self {
@@ -129,19 +129,7 @@ impl ChatRows {
         question: chat_messages::Model,
         answer: chat_messages::Model,
     ) -> Result<(chat_messages::Model, chat_messages::Model), DbErr> {
-        let [question, answer] = [question, answer].map(|m| chat_messages::ActiveModel {
-            session_id: Set(m.session_id),
-            role: Set(m.role),
-            content: Set(m.content),
-            thinking: Set(m.thinking),
-            model_name: Set(m.model_name),
-            model_config_id: Set(m.model_config_id),
-            is_streaming: Set(m.is_streaming),
-            finish_reason: Set(m.finish_reason),
-            metrics: Set(m.metrics),
-            created_at: Set(m.created_at),
-            ..Default::default()
-        });
+        let [question, answer] = [question, answer].map(unsaved);
         if !self.db.support_returning() {
             return Ok((question.insert(&self.db).await?, answer.insert(&self.db).await?));
         }
@@ -159,17 +147,7 @@ impl ChatRows {
     pub async fn insert_answer(&self, session_id: i32, config: &configs::Model, now: DateTime<Utc>) -> Result<chat_messages::Model, DbErr> {
         let answer = new_message(session_id, ROLE_ASSISTANT, String::new(), Some(config), now);
         let Some(inline) = &self.inline else {
-            let active = chat_messages::ActiveModel {
-                session_id: Set(answer.session_id),
-                role: Set(answer.role),
-                content: Set(answer.content),
-                model_name: Set(answer.model_name),
-                model_config_id: Set(answer.model_config_id),
-                is_streaming: Set(answer.is_streaming),
-                created_at: Set(answer.created_at),
-                ..Default::default()
-            };
-            return active.insert(&self.db).await;
+            return unsaved(answer).insert(&self.db).await;
         };
         let at = inline::timestamp(now);
         let id = inline
@@ -294,9 +272,26 @@ pub fn new_message(session_id: i32, role: &str, content: String, config: Option<
     }
 }
 
+/// `m` as a row to insert: every column but the id, which the database gives.
+fn unsaved(m: chat_messages::Model) -> chat_messages::ActiveModel {
+    chat_messages::ActiveModel {
+        session_id: Set(m.session_id),
+        role: Set(m.role),
+        content: Set(m.content),
+        thinking: Set(m.thinking),
+        model_name: Set(m.model_name),
+        model_config_id: Set(m.model_config_id),
+        is_streaming: Set(m.is_streaming),
+        finish_reason: Set(m.finish_reason),
+        metrics: Set(m.metrics),
+        created_at: Set(m.created_at),
+        ..Default::default()
+    }
+}
+
 /// The session's messages, oldest first.
 fn select_messages(c: &rusqlite::Connection, session_id: i32) -> rusqlite::Result<Vec<chat_messages::Model>> {
-    let mut select = c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = ?1 ORDER BY id"))?;
+    let mut select = c.prepare_cached(SELECT_MESSAGES)?;
     let rows = select.query_map([session_id], |r| {
         Ok(chat_messages::Model {
             id: r.get(0)?,
