@@ -11,7 +11,7 @@
 //! One connection, taken in turn: its statements are short, and one writer at a time is all
 //! SQLite allows anyway. It never sleeps on a thread of the runtime for long:
 //! when another connection (the pool, the checkpointer, another process) holds the write lock,
-//! SQLite's busy handler waits a few tens of microseconds, then the task waits on a timer and
+//! SQLite's busy handler waits up to 150 µs on the thread, then the task waits on a timer and
 //! tries again.
 use std::time::Duration;
 
