@@ -115,7 +115,7 @@ impl ChatRows {
         let mut history = match history {
             Ok(history) => history,
             Err(err) => {
-                self.abandon(answer.id).await;
+                self.abandon_pooled(answer.id).await;
                 return Err(err);
             }
         };
@@ -225,30 +225,19 @@ impl ChatRows {
         update.exec(&self.db).await.map(drop)
     }
 
-    /// Ends an answer row that was created but will not be streamed (the request failed after
-    /// its insert), so it does not show as streaming until the next start. Best effort: the
-    /// failure that got here is usually the database's.
-    pub async fn abandon(&self, answer_id: i32) {
-        let ended = match &self.inline {
-            None => chat_messages::ActiveModel {
-                id: Set(answer_id),
-                is_streaming: Set(false),
-                finish_reason: Set(Some("error".to_owned())),
-                ..Default::default()
-            }
-            .update(&self.db)
-            .await
-            .map(drop),
-            Some(inline) => {
-                inline
-                    .run(|c| {
-                        c.prepare_cached("UPDATE chat_messages SET is_streaming = 0, finish_reason = 'error' WHERE id = ?1")?
-                            .execute([answer_id])
-                            .map(drop)
-                    })
-                    .await
-            }
-        };
+    /// Ends an answer row that was inserted but will not be streamed (the history could not be
+    /// read beside its insert), so it does not show as streaming until the next start. Best
+    /// effort: the failure that got here is usually the database's. The inline path needs none:
+    /// its turn is one transaction.
+    async fn abandon_pooled(&self, answer_id: i32) {
+        let ended = chat_messages::ActiveModel {
+            id: Set(answer_id),
+            is_streaming: Set(false),
+            finish_reason: Set(Some("error".to_owned())),
+            ..Default::default()
+        }
+        .update(&self.db)
+        .await;
         if let Err(err) = ended {
             tracing::warn!(error = %err, message_id = answer_id, "ending an answer that could not start failed");
         }
@@ -256,7 +245,7 @@ impl ChatRows {
 }
 
 /// A new message row (its id is the database's to give): an answer starts empty and streaming.
-pub fn new_message(session_id: i32, role: &str, content: String, config: Option<&configs::Model>, now: DateTime<Utc>) -> chat_messages::Model {
+fn new_message(session_id: i32, role: &str, content: String, config: Option<&configs::Model>, now: DateTime<Utc>) -> chat_messages::Model {
     chat_messages::Model {
         id: 0,
         session_id,
